@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The project's developer entry point: build, test, lint, demo and bench, run under CPython 3.14.
+#
+#   tools/dev.sh demo     build, then start a tree of actors and print what happened with timings
+#   tools/dev.sh test     build, lint, then every test: C++ (ctest) and Python (pytest, every spawn backend)
+#   tools/dev.sh build | lint | ctest | pytest [ARGS] | bench [ARGS] | shell
+#
+# Outside the toolchain (no SUBACTOR_PYTHON set) it re-runs itself through tools/toolchain.sh, which uses
+# python3.14 from PATH or a cached Debian sid root.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ -z "${SUBACTOR_PYTHON:-}" ]]; then
+  exec "$repo/tools/toolchain.sh" tools/dev.sh "$@"
+fi
+cd "$repo"
+py=$(command -v "$SUBACTOR_PYTHON")
+tag=$("$py" -c 'import sys, sysconfig; print(f"{sys.implementation.cache_tag}-{sysconfig.get_platform()}")')
+build="build/$tag"
+export PYTHONPATH="$repo/python${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1
+
+stamp() { printf '==> %s\n' "$*"; }
+
+do_build() {
+  stamp "build ($build)"
+  local gen=()
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  if [[ ! -f "$build/CMakeCache.txt" ]]; then
+    cmake -S . -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DPython_EXECUTABLE="$py" -DSUBACTOR_BUILD_TESTS=ON >/dev/null
+  fi
+  cmake --build "$build" -j "$(nproc)"
+  # Dev builds import the extension from the source tree: link it beside the package (git ignores it).
+  local so
+  so=$(find "$build" -maxdepth 3 -name '_native*.so' -print -quit)
+  [[ -n "$so" ]] || { echo "dev: no _native extension was built in $build" >&2; exit 1; }
+  ln -sf "$repo/$so" "python/subactor/$(basename "$so")"
+}
+
+do_lint() {
+  stamp lint
+  ruff check python tests bench
+  ruff format --check python tests bench
+  local cxx
+  mapfile -t cxx < <(git ls-files -co --exclude-standard -- 'src/*.cpp' 'src/*.hpp' 'tests/cpp/*.cpp' 'tests/cpp/*.hpp')
+  if ((${#cxx[@]})); then clang-format --dry-run -Werror "${cxx[@]}"; fi
+}
+
+do_ctest() {
+  stamp ctest
+  ctest --test-dir "$build" --output-on-failure -j "$(nproc)" --timeout 300
+}
+
+do_pytest() {
+  stamp "pytest $*"
+  "$py" -m pytest "$@"
+}
+
+cmd=${1:-test}
+shift || true
+case "$cmd" in
+  build) do_build ;;
+  lint) do_lint ;;
+  ctest) do_build; do_ctest ;;
+  pytest) do_build; do_pytest "$@" ;;
+  test)
+    t0=$SECONDS
+    do_build
+    do_lint
+    do_ctest
+    do_pytest tests/python "$@"
+    stamp "all tests passed in $((SECONDS - t0)) s"
+    ;;
+  demo) do_build; "$py" -m subactor.demo "$@" ;;
+  bench) do_build; "$py" bench/run.py "$@" ;;
+  shell) do_build; exec bash ;;
+  *) echo "usage: tools/dev.sh demo|test|build|lint|ctest|pytest|bench|shell" >&2; exit 2 ;;
+esac
