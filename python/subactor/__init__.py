@@ -1,0 +1,80 @@
+# subactor: structured-concurrency actors for CPython 3.14, each in a subprocess or its own subinterpreter.
+#
+# This facade imports nothing heavy: the registry answers on any Python, and the runtime (trio, msgspec) loads on
+# first use of a runtime name, so an unsupported Python gets a clear refusal instead of an ImportError.
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._errors import (
+    ActorFailure,
+    ContextCancelled,
+    MessageEncodeError,
+    ModuleNotExposed,
+    NoRuntime,
+    ProtocolError,
+    RemoteActorError,
+    SpawnMethodUnavailable,
+    StreamOverrun,
+    SubactorError,
+    TransportClosed,
+)
+from ._spawn._registry import SpawnMethodInfo, available_spawn_methods, try_set_start_method
+
+__all__ = [
+    'ActorFailure',
+    'ActorNursery',
+    'Bounds',
+    'Context',
+    'ContextCancelled',
+    'MessageEncodeError',
+    'ModuleNotExposed',
+    'MsgStream',
+    'NoRuntime',
+    'Portal',
+    'ProtocolError',
+    'RemoteActorError',
+    'SpawnMethodInfo',
+    'SpawnMethodUnavailable',
+    'StreamOverrun',
+    'SubactorError',
+    'TransportClosed',
+    'available_spawn_methods',
+    'context',
+    'current_actor',
+    'find_actor',
+    'get_registry',
+    'open_nursery',
+    'open_root_actor',
+    'try_set_start_method',
+    'wait_for_actor',
+]
+
+_LAZY = {
+    'ActorNursery': '._supervise',
+    'open_nursery': '._supervise',
+    'open_root_actor': '._root',
+    'Bounds': '._config',
+    'Context': '._context',
+    'MsgStream': '._context',
+    'context': '._context',
+    'Portal': '._portal',
+    'current_actor': '._state',
+    'find_actor': '._discovery',
+    'wait_for_actor': '._discovery',
+    'get_registry': '._discovery',
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

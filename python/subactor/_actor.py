@@ -1,0 +1,374 @@
+# The actor: serves its channels, runs remote-procedure tasks, routes context messages, and cancels itself.
+#
+# Design: each channel has exactly one reader, `serve_channel`, which never blocks on anything but the socket:
+# `Start` spawns a task in the service nursery, cid messages go to the context's inbox, cancel requests flip cancel
+# scopes. A task serving a remote call always ends by sending exactly one final message (Return or Error) if the
+# channel is still up, even when it is cancelled (shielded and bounded), so the caller never waits on nothing.
+# When a channel drops, every context on it wakes with TransportClosed and every task serving it is cancelled;
+# when the channel to our parent drops, the whole actor cancels itself (no orphans).
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from . import _ipc
+from ._config import Bounds
+from ._context import Context, is_context_fn
+from ._errors import MessageEncodeError, ModuleNotExposed, TransportClosed, pack_error
+from ._ipc import Addr, Channel
+from ._msg import CancelActor, CancelTask, Error, Hello, Return, Start
+
+log = logging.getLogger('subactor')
+
+# Modules every actor serves without being asked (the registrar's and the runtime's own endpoints).
+INTERNAL_MODULES = frozenset({'subactor._discovery'})
+
+
+def new_uid(name: str) -> tuple[str, str]:
+    return (name, uuid.uuid4().hex)
+
+
+class _RpcTask:
+    __slots__ = ('ctx', 'scope')
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.scope = trio.CancelScope()
+
+
+class Actor:
+    """One actor: its identity, its listener and channels, and the tasks it runs for its peers.
+
+    Public attributes: `name`, `uid`, `spawn_method`, `parent_uid`, `interp_id` (subinterpreter backends),
+    `pid`, `is_root`, `listen_addr`, `registry_addr`, `enable_modules`, `abandoned` (records of children the
+    runtime had to give up on).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        uid: tuple[str, str] | None = None,
+        spawn_method: str,
+        parent_uid: tuple[str, str] | None = None,
+        enable_modules: list[str] | tuple[str, ...] = (),
+        registry_addr: Addr | None = None,
+        transport: str = 'tcp',
+        is_root: bool = False,
+        bounds: Bounds | None = None,
+        interp_id: int | None = None,
+        loglevel: str | None = None,
+    ) -> None:
+        self.name = name
+        self.uid = uid or new_uid(name)
+        self.spawn_method = spawn_method
+        # Nurseries in this actor spawn with this method unless told otherwise.
+        self.child_start_method = spawn_method
+        self.parent_uid = parent_uid
+        self.enable_modules = list(enable_modules)
+        self.registry_addr = registry_addr
+        self.transport = transport
+        self.is_root = is_root
+        self.bounds = bounds or Bounds.from_env()
+        self.interp_id = interp_id
+        self.loglevel = loglevel
+        self.pid = os.getpid()
+        self.listen_addr: Addr | None = None
+        self.abandoned: list[dict[str, Any]] = []
+        self.is_registrar = False
+        self._exposed: set[str] = set(self.enable_modules) | INTERNAL_MODULES
+        self._service: trio.Nursery | None = None
+        self._rpc_tasks: dict[tuple[int, str], _RpcTask] = {}
+        self._rpc_idle = trio.lowlevel.ParkingLot()
+        self._cancel_requested_by: tuple[str, str] | None = None
+        self._cancel_called = False
+        self._parent_chan: Channel | None = None
+        self._listener: _ipc.Listener | None = None
+        self._registrar_chan: Channel | None = None
+        self._registrar_lock = trio.Lock()
+        # Registrar state (used when this actor is the registrar): name -> {uid: addr}.
+        self.registry: dict[str, dict[tuple[str, str], Addr]] = {}
+        self.registry_changed = trio.lowlevel.ParkingLot()
+
+    def __repr__(self) -> str:
+        return f'<Actor {self.name!r} uid={self.uid[1][:8]} method={self.spawn_method}>'
+
+    # -- running ---------------------------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        *,
+        bind_addr: Addr | None = None,
+        parent_chan: Channel | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the actor until cancelled: listen, accept peers, serve the parent channel."""
+        if bind_addr is None:
+            bind_addr = _ipc.default_bind_addr(self.transport, self.name, self.uid[1])
+        self._listener = await _ipc.listen(bind_addr)
+        self.listen_addr = self._listener.addr
+        try:
+            async with trio.open_nursery() as service:
+                self._service = service
+                service.start_soon(self._accept_loop)
+                if parent_chan is not None:
+                    self._parent_chan = parent_chan
+                    service.start_soon(self.serve_channel, parent_chan)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._service = None
+            await self._listener.aclose()
+            if self._registrar_chan is not None:
+                self._registrar_chan.abort('actor exiting')
+
+    def shutdown_soon(self) -> None:
+        """Stop serving: ends `serve()` (its nursery is cancelled)."""
+        if self._service is not None:
+            self._service.cancel_scope.cancel()
+
+    @property
+    def service(self) -> trio.Nursery:
+        if self._service is None:
+            raise RuntimeError(f'{self!r} is not serving')
+        return self._service
+
+    async def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                stream = await self._listener.accept()
+            except (trio.ClosedResourceError, OSError) as exc:
+                log.debug('%r: listener closed: %r', self, exc)
+                return
+            self.service.start_soon(self._serve_inbound, _ipc.Channel(stream, label='inbound'))
+
+    async def _serve_inbound(self, chan: Channel) -> None:
+        try:
+            with trio.fail_after(self.bounds.handshake_timeout):
+                hello = await chan.recv()
+                if not isinstance(hello, Hello):
+                    raise TransportClosed(f'expected a hello, got {type(hello).__name__}')
+                self.accept_hello(chan, hello)
+                await chan.send(self.hello())
+        except (TransportClosed, trio.TooSlowError) as exc:
+            log.warning('%r: dropping inbound connection without a handshake: %s', self, exc)
+            await chan.aclose()
+            return
+        await self.serve_channel(chan)
+
+    def hello(self) -> Hello:
+        return Hello(list(self.uid), self.pid, self.interp_id, list(self.listen_addr) if self.listen_addr else None)
+
+    @staticmethod
+    def accept_hello(chan: Channel, hello: Hello) -> None:
+        chan.peer_uid = (hello.uid[0], hello.uid[1])
+        chan.peer_pid = hello.pid
+        chan.peer_listen_addr = _ipc.as_addr(hello.listen_addr) if hello.listen_addr else None
+
+    async def connect(self, addr: Addr) -> Channel:
+        """Open a channel to the actor listening at `addr`, handshake, and serve it in the service nursery."""
+        chan = await _ipc.connect(addr, label='outbound')
+        try:
+            with trio.fail_after(self.bounds.handshake_timeout):
+                await chan.send(self.hello())
+                hello = await chan.recv()
+        except (TransportClosed, trio.TooSlowError) as exc:
+            chan.abort()
+            raise TransportClosed(f'no handshake from {addr!r}: {exc}') from None
+        if not isinstance(hello, Hello):
+            chan.abort()
+            raise TransportClosed(f'{addr!r} answered the handshake with {type(hello).__name__}')
+        self.accept_hello(chan, hello)
+        self.service.start_soon(self.serve_channel, chan)
+        return chan
+
+    # -- the per-channel dispatcher --------------------------------------------------------------------------
+
+    async def serve_channel(self, chan: Channel) -> None:
+        """Read `chan` until it closes, dispatching every message; never blocks on anything else."""
+        ctxs: dict[str, Context] = chan.ctxs
+        reason: BaseException = TransportClosed(f'{chan!r} closed')
+        try:
+            while True:
+                msg = await chan.recv()
+                cid = getattr(msg, 'cid', None)
+                if isinstance(msg, Start):
+                    self._start_rpc(chan, msg)
+                elif isinstance(msg, CancelTask):
+                    task = self._rpc_tasks.get((id(chan), msg.cid))
+                    if task is not None:
+                        task.ctx.canceller = chan.peer_uid
+                        task.scope.cancel()
+                elif isinstance(msg, CancelActor):
+                    self.service.start_soon(self._handle_cancel_actor, chan, msg)
+                elif cid is not None and cid in ctxs:
+                    ctxs[cid].deliver(msg)
+                elif isinstance(msg, Hello):
+                    self.accept_hello(chan, msg)
+                else:
+                    log.debug('%r: dropping %s for unknown context on %r', self, type(msg).__name__, chan)
+        except TransportClosed as exc:
+            reason = exc
+        finally:
+            for ctx in list(ctxs.values()):
+                ctx.transport_closed(reason)
+            for (chan_id, _), task in list(self._rpc_tasks.items()):
+                if chan_id == id(chan):
+                    task.scope.cancel()
+            if chan is self._parent_chan and not self._cancel_called:
+                log.info('%r: channel to parent lost; cancelling this actor', self)
+                self.cancel_soon(None)
+
+    def open_caller_context(self, chan: Channel, fn_name: str) -> Context:
+        if chan.closed:
+            raise TransportClosed(f'{chan!r} is closed')
+        ctx = Context(chan, uuid.uuid4().hex, side='caller', local_uid=self.uid, fn_name=fn_name)
+        chan.ctxs[ctx.cid] = ctx
+        return ctx
+
+    @staticmethod
+    def drop_context(ctx: Context) -> None:
+        ctx.chan.ctxs.pop(ctx.cid, None)
+
+    # -- serving remote calls --------------------------------------------------------------------------------
+
+    def expose(self, module: str) -> None:
+        self._exposed.add(module)
+        if module not in self.enable_modules:
+            self.enable_modules.append(module)
+
+    def lookup(self, ns: str, func: str) -> Callable[..., Any]:
+        if ns not in self._exposed:
+            raise ModuleNotExposed(
+                f'module {ns!r} is not enabled in actor {self.name!r}; '
+                f'start it with enable_modules=[{ns!r}] (enabled: {sorted(self.enable_modules)})'
+            )
+        mod = importlib.import_module(ns)
+        fn = getattr(mod, func, None)
+        if fn is None or not callable(fn):
+            raise ModuleNotExposed(f'module {ns!r} has no function {func!r} (in actor {self.name!r})')
+        return fn
+
+    def _start_rpc(self, chan: Channel, msg: Start) -> None:
+        ctx = Context(chan, msg.cid, side='callee', local_uid=self.uid, fn_name=f'{msg.ns}.{msg.func}')
+        task = _RpcTask(ctx)
+        ctx._scope = task.scope
+        chan.ctxs[msg.cid] = ctx
+        self._rpc_tasks[(id(chan), msg.cid)] = task
+        self.service.start_soon(self._run_rpc, chan, msg, task)
+
+    async def _run_rpc(self, chan: Channel, msg: Start, task: _RpcTask) -> None:
+        ctx = task.ctx
+        final: Return | Error
+        try:
+            try:
+                if self._cancel_called:
+                    raise RuntimeError(f'actor {self.name!r} is shutting down and takes no new calls')
+                fn = self.lookup(msg.ns, msg.func)
+                with task.scope:
+                    result = await self._invoke(fn, msg, ctx)
+                if task.scope.cancelled_caught:
+                    final = self._cancel_error(ctx)
+                else:
+                    final = Return(msg.cid, result)
+            except trio.Cancelled:
+                # The whole actor is going down (or the channel dropped): report it as a cancel.
+                ctx.canceller = ctx.canceller or self._cancel_requested_by or self.uid
+                await self._send_final(chan, self._cancel_error(ctx))
+                raise
+            except Exception as exc:
+                final = Error(msg.cid, pack_error(exc, local_uid=self.uid))
+            await self._send_final(chan, final)
+        finally:
+            chan.ctxs.pop(msg.cid, None)
+            self._rpc_tasks.pop((id(chan), msg.cid), None)
+            if not self._rpc_tasks:
+                self._rpc_idle.unpark_all()
+
+    async def _invoke(self, fn: Callable[..., Any], msg: Start, ctx: Context) -> Any:
+        if msg.kind == 'ctx':
+            if not is_context_fn(fn):
+                raise TypeError(f'{ctx.fn_name} is not a @subactor.context function; call it with portal.run()')
+            return await fn(ctx, **msg.kwargs)
+        if is_context_fn(fn):
+            raise TypeError(f'{ctx.fn_name} is a @subactor.context function; call it with portal.open_context()')
+        result = fn(**msg.kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _cancel_error(self, ctx: Context) -> Error:
+        canceller = ctx.canceller or self._cancel_requested_by or self.uid
+        exc = trio.Cancelled.__new__(trio.Cancelled)
+        info = pack_error(exc, local_uid=self.uid, canceller=canceller)
+        info.type_name = 'ContextCancelled'
+        info.message = f'{ctx.fn_name} was cancelled by actor {canceller[0]!r}'
+        info.traceback = ''
+        return Error(ctx.cid, info)
+
+    async def _send_final(self, chan: Channel, final: Return | Error) -> None:
+        if chan.closed:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(self.bounds.task_cancel_timeout):
+            try:
+                try:
+                    await chan.send(final)
+                except MessageEncodeError as exc:
+                    await chan.send(Error(final.cid, pack_error(exc, local_uid=self.uid)))
+            except TransportClosed:
+                pass
+
+    # -- cancellation ----------------------------------------------------------------------------------------
+
+    def cancel_soon(self, requester: tuple[str, str] | None) -> None:
+        if self._service is not None and not self._cancel_called:
+            self._service.start_soon(self.cancel, requester)
+
+    async def cancel(self, requester: tuple[str, str] | None) -> None:
+        """Cancel every task this actor runs for others (bounded), then stop serving."""
+        if self._cancel_called:
+            return
+        self._cancel_called = True
+        self._cancel_requested_by = requester
+        await self._cancel_rpc_tasks(requester)
+        self.shutdown_soon()
+
+    async def _cancel_rpc_tasks(self, requester: tuple[str, str] | None) -> None:
+        for task in list(self._rpc_tasks.values()):
+            task.ctx.canceller = task.ctx.canceller or requester or self.uid
+            task.scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(self.bounds.cancel_timeout):
+            while self._rpc_tasks:
+                await self._rpc_idle.park()
+
+    async def _handle_cancel_actor(self, chan: Channel, msg: CancelActor) -> None:
+        if not self._cancel_called:
+            self._cancel_called = True
+            self._cancel_requested_by = chan.peer_uid
+            await self._cancel_rpc_tasks(chan.peer_uid)
+        with trio.CancelScope(shield=True), trio.move_on_after(self.bounds.task_cancel_timeout):
+            try:
+                await chan.send(Return(msg.cid, True))
+            except TransportClosed:
+                pass
+        self.shutdown_soon()
+
+    # -- the registrar ---------------------------------------------------------------------------------------
+
+    async def registrar_channel(self) -> Channel:
+        """A channel to the registrar (connected once, on first use)."""
+        async with self._registrar_lock:
+            chan = self._registrar_chan
+            if chan is None or chan.closed:
+                if self.registry_addr is None:
+                    raise RuntimeError(f'{self!r} has no registry address')
+                chan = self._registrar_chan = await self.connect(self.registry_addr)
+            return chan

@@ -1,0 +1,22 @@
+# Entry point of a child actor process: `python -m subactor._child --fd N --name NAME --uuid HEX --method KEY`.
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m subactor._child', description=__doc__)
+    parser.add_argument('--fd', type=int, required=True, help='inherited socket connected to the parent')
+    parser.add_argument('--name', required=True)
+    parser.add_argument('--uuid', required=True)
+    parser.add_argument('--method', required=True, help='the spawn method that started this process')
+    args = parser.parse_args(argv)
+
+    from ._entry import run_child_from_fd
+
+    return run_child_from_fd(args.fd, (args.name, args.uuid), args.method)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

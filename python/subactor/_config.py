@@ -1,0 +1,51 @@
+# Named, configurable bounds for every wait the runtime makes (seconds), with environment overrides.
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Every bounded wait in the runtime. Override per root actor (`open_root_actor(bounds=...)`) or with the
+    environment variable SUBACTOR_<FIELD> (e.g. SUBACTOR_CANCEL_TIMEOUT=5); children inherit their parent's."""
+
+    # Spawn: child start-up until its handshake completes.
+    handshake_timeout: float = 30.0
+    # Graceful cancel: wait for a child's cancel acknowledgement and exit after asking over IPC.
+    cancel_timeout: float = 3.0
+    # Remote task cancel: wait for the callee's final message after sending CancelTask.
+    task_cancel_timeout: float = 2.0
+    # Process backends: after SIGTERM, wait this long before SIGKILL; then wait for the reap.
+    terminate_timeout: float = 1.0
+    # Subinterpreter backend: join after injecting an exception; past this the thread is abandoned.
+    interrupt_join_timeout: float = 1.0
+    # Subinterpreter backend: times an exception is injected (spaced over interrupt_join_timeout).
+    interrupt_attempts: float = 5
+    # Root actor: wait for the registrar at `registry_addr` to answer.
+    registry_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+                raise ValueError(f'bound {field.name} must be a positive number of seconds, not {value!r}')
+
+    @classmethod
+    def from_env(cls, **overrides: float) -> Bounds:
+        values: dict[str, float] = {}
+        for field in dataclasses.fields(cls):
+            env = os.environ.get(f'SUBACTOR_{field.name.upper()}')
+            if env is not None:
+                try:
+                    values[field.name] = float(env)
+                except ValueError:
+                    raise ValueError(
+                        f'SUBACTOR_{field.name.upper()}={env!r} is not a number of seconds'
+                    ) from None
+        values.update(overrides)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,76 @@
+# A child actor's life from the inside, shared by every backend: handshake, boot, serve until cancelled, exit.
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import trio
+
+from . import _state
+from ._actor import Actor
+from ._config import Bounds
+from ._errors import TransportClosed, pack_error
+from ._ipc import Channel, as_addr, channel_from_fd
+from ._msg import Error, Hello, Ready, SpawnSpec
+
+
+def setup_logging(loglevel: str | None, name: str) -> None:
+    if not loglevel:
+        return
+    logging.basicConfig(
+        level=loglevel.upper(),
+        format=f'%(asctime)s %(levelname)s [{name}:%(process)d] %(name)s: %(message)s',
+        stream=sys.stderr,
+    )
+
+
+async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id: int | None = None) -> None:
+    await chan.send(Hello(list(uid), os.getpid(), interp_id, None))
+    hello = await chan.recv()
+    spec = await chan.recv()
+    if not isinstance(hello, Hello) or not isinstance(spec, SpawnSpec):
+        raise TransportClosed(f'bad handshake from parent: {hello!r}, {spec!r}')
+    Actor.accept_hello(chan, hello)
+    for path in reversed(spec.sys_path):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    setup_logging(spec.loglevel, uid[0])
+    actor = Actor(
+        uid[0],
+        uid=uid,
+        spawn_method=spec.spawn_method,
+        parent_uid=(spec.parent_uid[0], spec.parent_uid[1]),
+        enable_modules=spec.enable_modules,
+        registry_addr=as_addr(spec.registry_addr) if spec.registry_addr else None,
+        transport=spec.transport,
+        bounds=Bounds(**spec.bounds),
+        interp_id=interp_id,
+        loglevel=spec.loglevel,
+    )
+    try:
+        for module in spec.enable_modules:
+            importlib.import_module(module)
+    except BaseException as exc:
+        with trio.move_on_after(actor.bounds.task_cancel_timeout):
+            await chan.send(Error(None, pack_error(exc, local_uid=uid)))
+        raise
+    _state.set_current(actor)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: actor.serve(parent_chan=chan, task_status=task_status))
+            await chan.send(Ready(list(actor.listen_addr) if actor.listen_addr else None))
+    finally:
+        _state.set_current(None)
+        await chan.aclose()
+
+
+def run_child_from_fd(fd: int, uid: tuple[str, str], method: str, interp_id: int | None = None) -> int:
+    """Run a child actor on the inherited socket `fd` until it is cancelled; the process exit status."""
+    chan = channel_from_fd(fd, label='parent')
+    try:
+        trio.run(child_main, chan, uid, method, interp_id)
+    except KeyboardInterrupt:
+        return 130
+    return 0

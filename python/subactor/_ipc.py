@@ -1,0 +1,261 @@
+# Channels: length-prefixed msgpack frames over a trio byte stream (TCP, Unix socket or inherited socketpair).
+#
+# Design: one task reads a channel (the actor's per-channel dispatcher); any number of tasks send, serialized by a
+# FIFO lock. A frame is a 4-byte big-endian length then the payload. Encoding happens before the lock is taken, so
+# an unencodable value fails in the sender and leaves the channel usable. A malformed or oversized frame is a
+# protocol error: it closes that one channel (every waiter wakes with TransportClosed), never the process.
+# `abort()` is synchronous so a parent giving up on a child can wake every task parked on its channel at once
+# (conc-anal/orphaned-channel-after-hard-kill.md).
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import struct
+import tempfile
+from collections import deque
+from typing import Any
+
+import msgspec
+import trio
+
+from ._errors import MessageEncodeError, ProtocolError, TransportClosed
+from ._msg import Codec, Msg
+
+log = logging.getLogger('subactor.ipc')
+
+_HEADER = struct.Struct('>I')
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+_READ_SIZE = 256 * 1024
+
+Addr = tuple[str, str, int]  # ('tcp', host, port) | ('uds', path, 0)
+TRANSPORTS = ('tcp', 'uds')
+
+
+class Channel:
+    """A bidirectional message channel to one peer actor.
+
+    Typical usage:
+        chan = await connect(addr)
+        await chan.send(msg)
+        reply = await chan.recv()
+        await chan.aclose()
+    """
+
+    def __init__(
+        self, stream: trio.SocketStream, *, max_frame: int = DEFAULT_MAX_FRAME, label: str = ''
+    ) -> None:
+        self._stream = stream
+        self._codec = Codec()
+        self._send_lock = trio.StrictFIFOLock()
+        self._buf = bytearray()
+        self._ready: deque[Msg] = deque()
+        self._max_frame = max_frame
+        self._closed_reason: str | None = None
+        self.label = label
+        self.peer_uid: tuple[str, str] | None = None
+        self.peer_pid: int | None = None
+        self.peer_listen_addr: Addr | None = None
+        # Contexts on this channel by cid, both sides' (filled by the actor serving it).
+        self.ctxs: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        peer = self.peer_uid[0] if self.peer_uid else '?'
+        state = f' closed: {self._closed_reason}' if self._closed_reason else ''
+        return f'<Channel to {peer!r}{" " + self.label if self.label else ""}{state}>'
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    def encode(self, msg: Msg) -> bytes:
+        payload = self._codec.encode(msg)
+        if len(payload) > self._max_frame:
+            raise MessageEncodeError(
+                f'message of {len(payload)} bytes exceeds the channel limit of {self._max_frame} bytes; '
+                'stream it in smaller pieces'
+            )
+        return _HEADER.pack(len(payload)) + payload
+
+    async def send(self, msg: Msg) -> None:
+        frame = self.encode(msg)
+        await self.send_frame(frame)
+
+    async def send_frame(self, frame: bytes) -> None:
+        if self._closed_reason is not None:
+            raise TransportClosed(f'cannot send on {self!r}')
+        try:
+            async with self._send_lock:
+                await self._stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._mark_closed(f'send failed: {exc!r}')
+            raise TransportClosed(f'{self!r}: {exc}') from None
+
+    async def recv(self) -> Msg:
+        """The next message; raises TransportClosed at EOF, after abort or on a protocol error."""
+        while not self._ready:
+            if self._closed_reason is not None:
+                raise TransportClosed(f'{self!r}')
+            await self._fill()
+        return self._ready.popleft()
+
+    async def _fill(self) -> None:
+        try:
+            data = await self._stream.receive_some(_READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._mark_closed(f'receive failed: {exc!r}')
+            raise TransportClosed(f'{self!r}') from None
+        if not data:
+            self._mark_closed('peer closed the connection')
+            raise TransportClosed(f'{self!r}')
+        buf = self._buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        try:
+            while end - pos >= 4:
+                (size,) = _HEADER.unpack_from(buf, pos)
+                if size > self._max_frame:
+                    raise ProtocolError(f'frame of {size} bytes exceeds the limit of {self._max_frame} bytes')
+                if end - pos - 4 < size:
+                    break
+                try:
+                    self._ready.append(self._codec.decode(memoryview(buf)[pos + 4 : pos + 4 + size]))
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise ProtocolError(f'malformed frame: {exc}') from None
+                pos += 4 + size
+        except ProtocolError as exc:
+            log.error('protocol error on %r: %s; closing this channel', self, exc)
+            self._mark_closed(f'protocol error: {exc}')
+            await self._close_stream()
+            if not self._ready:
+                raise TransportClosed(f'{self!r}') from exc
+        finally:
+            del buf[:pos]
+
+    def _mark_closed(self, reason: str) -> None:
+        if self._closed_reason is None:
+            self._closed_reason = reason
+
+    def abort(self, reason: str = 'aborted') -> None:
+        """Close at once, synchronously: every task waiting on this channel wakes with TransportClosed."""
+        self._mark_closed(reason)
+        sock = self._stream.socket
+        if sock.fileno() != -1:
+            sock.close()
+
+    async def _close_stream(self) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await self._stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def aclose(self) -> None:
+        self._mark_closed('closed locally')
+        await self._close_stream()
+
+
+# -- addresses, listeners, connections --------------------------------------------------------------------------
+
+
+def runtime_dir() -> str:
+    """Per-user directory (0700) holding Unix socket files."""
+    base = os.environ.get('XDG_RUNTIME_DIR')
+    if not base or not os.access(base, os.W_OK):
+        base = tempfile.gettempdir()
+        path = os.path.join(base, f'subactor-{os.getuid()}')
+    else:
+        path = os.path.join(base, 'subactor')
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def default_bind_addr(transport: str, name: str, uuid: str) -> Addr:
+    if transport == 'tcp':
+        return ('tcp', '127.0.0.1', 0)
+    if transport == 'uds':
+        return ('uds', os.path.join(runtime_dir(), f'{name[:40]}-{uuid[:12]}.sock'), 0)
+    raise ValueError(f'unknown transport {transport!r}; use one of {", ".join(TRANSPORTS)}')
+
+
+def as_addr(value: Any) -> Addr:
+    """Validate an address from user input or the wire: ('tcp', host, port) or ('uds', path, 0)."""
+    try:
+        kind, host, port = value
+    except (TypeError, ValueError):
+        raise ValueError(f"bad address {value!r}: expected ('tcp', host, port) or ('uds', path, 0)") from None
+    if kind not in TRANSPORTS or not isinstance(host, str) or not isinstance(port, int):
+        raise ValueError(f"bad address {value!r}: expected ('tcp', host, port) or ('uds', path, 0)")
+    return (kind, host, port)
+
+
+class Listener:
+    """Accepts channels on one address; removes its Unix socket file on close."""
+
+    def __init__(self, listener: trio.SocketListener, addr: Addr) -> None:
+        self._listener = listener
+        self.addr = addr
+
+    async def accept(self) -> trio.SocketStream:
+        return await self._listener.accept()
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._listener.aclose()
+        remove_socket_file(self.addr)
+
+
+def remove_socket_file(addr: Addr | None) -> None:
+    if addr and addr[0] == 'uds':
+        try:
+            os.unlink(addr[1])
+        except FileNotFoundError:
+            pass
+
+
+async def listen(addr: Addr) -> Listener:
+    kind, host, port = addr
+    if kind == 'tcp':
+        sock = trio.socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await sock.bind((host, port))
+        sock.listen(128)
+        bound = sock.getsockname()
+        return Listener(trio.SocketListener(sock), ('tcp', host, bound[1]))
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket file is created 0600
+    try:
+        await sock.bind(host)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(exc.errno, f'unix socket {host!r} is in use') from None
+        raise
+    finally:
+        os.umask(old_umask)
+    sock.listen(128)
+    return Listener(trio.SocketListener(sock), addr)
+
+
+async def connect(addr: Addr, *, label: str = '') -> Channel:
+    kind, host, port = as_addr(addr)
+    try:
+        if kind == 'tcp':
+            stream = await trio.open_tcp_stream(host, port)
+        else:
+            stream = await trio.open_unix_socket(host)
+    except OSError as exc:
+        raise TransportClosed(f'cannot connect to {addr!r}: {exc.strerror or exc}') from None
+    return Channel(stream, label=label)
+
+
+def channel_from_fd(fd: int, *, label: str = '') -> Channel:
+    """Wrap an inherited connected AF_UNIX socket (one end of a socketpair made by the parent)."""
+    sock = socket.socket(fileno=fd)
+    return Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), label=label)
+
+
+def channel_from_socket(sock: socket.socket, *, label: str = '') -> Channel:
+    return Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), label=label)

@@ -1,0 +1,98 @@
+# The root actor: the first actor of a process tree, opened by the user's program (and the default registrar).
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from . import _discovery, _ipc, _state
+from ._actor import Actor
+from ._config import Bounds
+from ._entry import setup_logging
+from ._errors import TransportClosed
+from ._spawn._registry import resolve_start_method
+
+log = logging.getLogger('subactor')
+
+
+@asynccontextmanager
+async def open_root_actor(
+    name: str = 'root',
+    *,
+    start_method: str | None = None,
+    transport: str = 'tcp',
+    registry_addr: Any = None,
+    loglevel: str | None = None,
+    enable_modules: list[str] | tuple[str, ...] = (),
+    bounds: Bounds | dict[str, float] | None = None,
+) -> AsyncIterator[Actor]:
+    """Run this program as the root actor until the block exits.
+
+    `start_method` picks the spawn backend for its nurseries (see `available_spawn_methods()`); `transport` is
+    'tcp' (127.0.0.1) or 'uds' (a 0600 socket in a per-user runtime directory). The root is the registrar
+    unless `registry_addr` names a running one; when nothing answers there, the root binds it and serves as
+    the registrar itself.
+    """
+    if _state.maybe_current_actor() is not None:
+        raise RuntimeError(
+            'an actor is already running in this interpreter; open_root_actor() is entered once per program '
+            '(use open_nursery() to spawn more actors)'
+        )
+    if transport not in _ipc.TRANSPORTS:
+        raise ValueError(f'unknown transport {transport!r}; use one of {", ".join(_ipc.TRANSPORTS)}')
+    method = resolve_start_method(start_method)
+    if isinstance(bounds, dict):
+        bounds = Bounds.from_env(**bounds)
+    setup_logging(loglevel, name)
+    actor = Actor(
+        name,
+        spawn_method=method,
+        enable_modules=list(enable_modules),
+        transport=transport,
+        is_root=True,
+        bounds=bounds or Bounds.from_env(),
+        loglevel=loglevel,
+    )
+    bind_addr = None
+    if registry_addr is not None:
+        registry_addr = _ipc.as_addr(registry_addr)
+        if await _registrar_answers(registry_addr):
+            actor.registry_addr = registry_addr
+        else:
+            bind_addr = registry_addr
+    body_exc: BaseException | None = None
+    async with trio.open_nursery() as service_host:
+        await service_host.start(lambda task_status: actor.serve(bind_addr=bind_addr, task_status=task_status))
+        assert actor.listen_addr is not None
+        if actor.registry_addr is None:
+            actor.is_registrar = True
+            actor.registry_addr = actor.listen_addr
+        _state.set_current(actor)
+        try:
+            await _discovery.register(actor, actor.uid, actor.listen_addr)
+            yield actor
+        except BaseException as exc:
+            # Re-raised below, outside the service nursery, so the user's error is not wrapped in a group.
+            body_exc = exc
+        finally:
+            _state.set_current(None)
+            with trio.CancelScope(shield=True):
+                await _discovery.unregister(actor, actor.uid)
+                await actor.cancel(None)
+            service_host.cancel_scope.cancel()
+    if body_exc is not None:
+        raise body_exc
+
+
+async def _registrar_answers(addr: _ipc.Addr) -> bool:
+    try:
+        with trio.move_on_after(1.0):
+            chan = await _ipc.connect(addr)
+            await chan.aclose()
+            return True
+    except TransportClosed:
+        pass
+    return False

@@ -1,0 +1,123 @@
+# What every spawn backend provides (a started child: wait, hard-kill, failure detail) and the parent's handshake.
+from __future__ import annotations
+
+import abc
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._errors import ActorFailure, TransportClosed, unpack_error
+from .._ipc import Addr, Channel, as_addr
+from .._msg import Error, Hello, Ready, SpawnSpec
+
+if TYPE_CHECKING:
+    from .._actor import Actor
+
+
+class Child(abc.ABC):
+    """A started child actor as its backend sees it: something that exits, can be killed, and can explain."""
+
+    #: the subinterpreter id for interpreter backends, else None
+    interp_id: int | None = None
+    #: set when the backend had to give up on the child (its thread is stuck in C)
+    abandoned: bool = False
+
+    @abc.abstractmethod
+    async def wait(self) -> int | None:
+        """Wait (without polling) until the child has exited; its exit status (None when unknown)."""
+
+    @abc.abstractmethod
+    async def hard_kill(self) -> None:
+        """Escalate past a graceful cancel: end the child by force, every step bounded; returns when it is
+        gone or given up on (`abandoned`)."""
+
+    @abc.abstractmethod
+    def exited(self) -> bool:
+        """True once the child has exited (or been abandoned)."""
+
+    def failure_detail(self) -> str:
+        """The child's last words (stderr tail, or its bootstrap traceback) for an ActorFailure."""
+        return ''
+
+    async def pump_output(self) -> None:
+        """Run for the child's life, forwarding its output (process backends); default: nothing to do."""
+
+    def cleanup(self) -> None:
+        """Release the backend's resources once the child is gone."""
+
+
+def make_spec(
+    actor: Actor, *, spawn_method: str, enable_modules: list[str], loglevel: str | None
+) -> SpawnSpec:
+    return SpawnSpec(
+        parent_uid=list(actor.uid),
+        spawn_method=spawn_method,
+        enable_modules=enable_modules,
+        registry_addr=list(actor.registry_addr) if actor.registry_addr else None,
+        transport=actor.transport,
+        loglevel=loglevel,
+        sys_path=[p for p in sys.path if p],
+        bounds=actor.bounds.as_dict(),
+    )
+
+
+async def parent_handshake(
+    actor: Actor, chan: Channel, uid: tuple[str, str], spec: SpawnSpec, child: Child
+) -> Addr | None:
+    """Pipelined: send our hello and the spec at once, then read the child's hello and its Ready (or boot error).
+
+    Raises ActorFailure (with the child's traceback) when the child fails to boot, dies, or is too slow.
+    """
+    try:
+        with trio.fail_after(actor.bounds.handshake_timeout):
+            await chan.send(actor.hello())
+            await chan.send(spec)
+            hello = await chan.recv()
+            if not isinstance(hello, Hello) or tuple(hello.uid) != uid:
+                raise ActorFailure(f'child {uid[0]!r} answered the handshake with {hello!r}')
+            actor.accept_hello(chan, hello)
+            reply = await chan.recv()
+    except trio.TooSlowError:
+        await _reap_failed(child)
+        raise ActorFailure(
+            f'child {uid[0]!r} did not finish its handshake within {actor.bounds.handshake_timeout} s',
+            stderr_tail=child.failure_detail(),
+        ) from None
+    except TransportClosed:
+        status = await _reap_failed(child)
+        raise ActorFailure(
+            f'child {uid[0]!r} died during its handshake (exit status {status})',
+            exit_status=status,
+            stderr_tail=child.failure_detail(),
+        ) from None
+    if isinstance(reply, Error):
+        status = await _reap_failed(child)
+        err = unpack_error(reply.info)
+        raise ActorFailure(
+            f'child {uid[0]!r} failed to boot: {err.boxed_type_str}: {err.message}',
+            exit_status=status,
+            stderr_tail=err.tb_str or child.failure_detail(),
+        ) from err
+    if not isinstance(reply, Ready):
+        await _reap_failed(child)
+        raise ActorFailure(f'child {uid[0]!r} sent {type(reply).__name__} instead of Ready')
+    return as_addr(reply.listen_addr) if reply.listen_addr else None
+
+
+async def _reap_failed(child: Child) -> int | None:
+    """Wait briefly for a child that failed its handshake to exit; kill it if it does not."""
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(1.0):
+            return await child.wait()
+        await child.hard_kill()
+        return None
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, Any]:
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
+    if extra:
+        env.update(extra)
+    return env

@@ -1,0 +1,81 @@
+# The spawn-method registry: every backend by key, whether it can run here (and why not), and the default.
+#
+# Importable on any Python 3.12+ without msgspec, trio or the native extension: availability checks import their
+# backend lazily, so a user on an unsupported Python gets a clear refusal instead of a deep ImportError.
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+from collections.abc import Callable
+
+from .._errors import SpawnMethodUnavailable
+
+DEFAULT_METHOD = 'trio'
+
+
+@dataclasses.dataclass(frozen=True)
+class SpawnMethodInfo:
+    """One registered spawn method: `available` says whether it can run here; `reason` says why not."""
+
+    key: str
+    available: bool
+    reason: str | None
+    description: str
+
+
+def python_identity() -> str:
+    impl = platform.python_implementation()
+    build = 'free-threaded' if not getattr(sys, '_is_gil_enabled', lambda: True)() else 'GIL'
+    return f'{impl} {platform.python_version()} ({build} build, {sys.executable})'
+
+
+def _check_trio() -> str | None:
+    return None
+
+
+_CHECKS: dict[str, tuple[Callable[[], str | None], str]] = {
+    'trio': (_check_trio, 'each actor is a fresh `python -m subactor._child` subprocess'),
+}
+
+_default: str = DEFAULT_METHOD
+
+
+def register(key: str, check: Callable[[], str | None], description: str) -> None:
+    _CHECKS[key] = (check, description)
+
+
+def spawn_method_info(key: str) -> SpawnMethodInfo:
+    if key not in _CHECKS:
+        raise ValueError(f'unknown spawn method {key!r}; valid keys: {", ".join(sorted(_CHECKS))}')
+    check, description = _CHECKS[key]
+    reason = check()
+    return SpawnMethodInfo(key, reason is None, reason, description)
+
+
+def available_spawn_methods() -> dict[str, SpawnMethodInfo]:
+    """Every registered spawn method by key, with whether it can run on this Python and why not."""
+    return {key: spawn_method_info(key) for key in _CHECKS}
+
+
+def resolve_start_method(key: str | None) -> str:
+    """Validate `key` (None: the current default) and return it; raises ValueError or SpawnMethodUnavailable."""
+    key = _default if key is None else key
+    if not isinstance(key, str):
+        raise ValueError(f'spawn method must be a string key, not {key!r}')
+    info = spawn_method_info(key)
+    if not info.available:
+        raise SpawnMethodUnavailable(f'spawn method {key!r} is unavailable: {info.reason}')
+    return key
+
+
+def try_set_start_method(key: str) -> SpawnMethodInfo:
+    """Make `key` the default spawn method for nurseries that do not name one."""
+    global _default
+    resolve_start_method(key)
+    _default = key
+    return spawn_method_info(key)
+
+
+def current_default() -> str:
+    return _default

@@ -1,0 +1,283 @@
+# Actor nurseries: spawn children, supervise them one-cancels-all, and never exit while a child lives.
+#
+# Design: each child is owned by one supervisor task in the nursery's trio nursery. Until the handshake completes
+# that task is cancellable (a cancelled spawn kills the half-started child); after it, the task waits for the child's
+# exit shielded, so only an explicit teardown (`cancel()`: IPC cancel, then the backend's bounded hard kill) ends
+# a child, never a stray trio cancellation that would orphan it. Errors from children are collected, not raised in
+# the supervisor tasks: the first one cancels the `open_nursery` body and every sibling; at exit one error is
+# raised bare and several as an exception group. When the parent gives up on a child its channel is aborted so
+# no task stays parked on it (conc-anal/orphaned-channel-after-hard-kill.md).
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from . import _discovery, _state
+from ._actor import Actor, new_uid
+from ._errors import ActorFailure, ContextCancelled, RemoteActorError, TransportClosed
+from ._ipc import Addr, Channel, remove_socket_file
+from ._portal import Portal, function_ref
+from ._spawn import _dispatch
+from ._spawn._base import Child, make_spec, parent_handshake
+from ._spawn._registry import resolve_start_method
+
+log = logging.getLogger('subactor')
+
+
+class ChildAbandoned(RuntimeWarning):
+    """A child actor's thread was stuck in C and could not be reclaimed; it was left running."""
+
+
+class _ChildRecord:
+    def __init__(self, uid: tuple[str, str], child: Child, chan: Channel) -> None:
+        self.uid = uid
+        self.child = child
+        self.chan = chan
+        self.portal: Portal | None = None
+        self.listen_addr: Addr | None = None
+        self.cancel_requested = False
+        self.exited = trio.Event()
+        self.status: int | None = None
+
+
+class ActorNursery:
+    """Spawns and supervises child actors; see `open_nursery()`.
+
+    Typical usage:
+        async with subactor.open_nursery() as an:
+            portal = await an.start_actor('worker', enable_modules=['mymod'])
+            print(await portal.run(mymod.work))
+            result_portal = await an.run_in_actor(mymod.compute, x=1)
+        # here every child has exited; errors from children were raised
+    """
+
+    def __init__(self, actor: Actor, start_method: str, tn: trio.Nursery) -> None:
+        self._actor = actor
+        self.start_method = start_method
+        self._tn = tn
+        self._children: dict[tuple[str, str], _ChildRecord] = {}
+        self._errors: list[BaseException] = []
+        self._body_scope: trio.CancelScope | None = None
+        self._pending_results = 0
+        self._results_done = trio.lowlevel.ParkingLot()
+        self.cancel_called = False
+        self._closed = False
+
+    @property
+    def children(self) -> dict[tuple[str, str], Portal]:
+        return {uid: rec.portal for uid, rec in self._children.items() if rec.portal is not None}
+
+    async def start_actor(
+        self, name: str, *, enable_modules: list[str] | tuple[str, ...] = (), loglevel: str | None = None
+    ) -> Portal:
+        """Spawn a child actor that serves `enable_modules` until it is cancelled; its portal."""
+        if self._closed or self.cancel_called:
+            raise RuntimeError('this actor nursery is closing and cannot start new actors')
+        if not isinstance(name, str) or not name:
+            raise ValueError(f'actor name must be a non-empty string, not {name!r}')
+        mods = list(enable_modules)
+        for mod in mods:
+            if not isinstance(mod, str):
+                raise TypeError(f'enable_modules must hold module names (str), not {mod!r}')
+        rec: _ChildRecord = await self._tn.start(self._run_child, new_uid(name), mods, loglevel)
+        assert rec.portal is not None
+        return rec.portal
+
+    async def run_in_actor(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        enable_modules: list[str] | tuple[str, ...] = (),
+        loglevel: str | None = None,
+        **kwargs: Any,
+    ) -> Portal:
+        """Spawn a child that runs `fn(**kwargs)` once and exits; `await portal.wait_for_result()` for it."""
+        ns, fname = function_ref(fn)
+        portal = await self.start_actor(name or fname, enable_modules=[ns, *enable_modules], loglevel=loglevel)
+        portal._expect_result()
+        self._pending_results += 1
+        self._tn.start_soon(self._collect_result, portal, ns, fname, kwargs)
+        return portal
+
+    async def cancel(self, hard_kill: bool = False) -> None:
+        """Cancel every child: ask over IPC, wait `cancel_timeout`, then kill (`hard_kill`: skip the asking)."""
+        self.cancel_called = True
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as n:
+                for rec in list(self._children.values()):
+                    if not rec.exited.is_set():
+                        n.start_soon(self._cancel_child, rec, hard_kill)
+
+    # -- supervision -----------------------------------------------------------------------------------------
+
+    async def _run_child(
+        self,
+        uid: tuple[str, str],
+        enable_modules: list[str],
+        loglevel: str | None,
+        task_status: trio.TaskStatus[_ChildRecord] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        actor = self._actor
+        child, chan = await _dispatch.spawn(self.start_method, uid, actor.bounds)
+        rec = _ChildRecord(uid, child, chan)
+        spec = make_spec(
+            actor,
+            spawn_method=self.start_method,
+            enable_modules=enable_modules,
+            loglevel=loglevel or actor.loglevel,
+        )
+        try:
+            async with trio.open_nursery() as io:
+                io.start_soon(child.pump_output)
+                try:
+                    rec.listen_addr = await parent_handshake(actor, chan, uid, spec, child)
+                    io.start_soon(actor.serve_channel, chan)
+                    rec.portal = Portal(chan, actor)
+                    self._children[uid] = rec
+                    if rec.listen_addr is not None:
+                        await _discovery.register(actor, uid, rec.listen_addr)
+                except BaseException:
+                    chan.abort('spawn failed')
+                    await child.hard_kill()
+                    raise
+                task_status.started(rec)
+                with trio.CancelScope(shield=True):
+                    rec.status = await child.wait()
+                    chan.abort('child exited')
+                    rec.exited.set()
+                    io.cancel_scope.cancel()
+        finally:
+            rec.exited.set()
+            self._children.pop(uid, None)
+            child.cleanup()
+            with trio.CancelScope(shield=True):
+                await _discovery.unregister(actor, uid)
+            remove_socket_file(rec.listen_addr)
+        if child.abandoned:
+            return
+        if not rec.cancel_requested:
+            self._fail(
+                ActorFailure(
+                    f'child actor {uid[0]!r} exited unexpectedly (exit status {rec.status})',
+                    exit_status=rec.status,
+                    stderr_tail=child.failure_detail(),
+                )
+            )
+
+    async def _cancel_child(self, rec: _ChildRecord, hard_kill: bool = False) -> None:
+        rec.cancel_requested = True
+        bounds = self._actor.bounds
+        with trio.CancelScope(shield=True):
+            if not hard_kill and rec.portal is not None:
+                with trio.move_on_after(bounds.cancel_timeout):
+                    await rec.portal.cancel_actor(timeout=bounds.cancel_timeout)
+                    await rec.exited.wait()
+            if not rec.exited.is_set():
+                log.warning('child %r did not exit after a cancel request; killing it', rec.uid[0])
+                await rec.child.hard_kill()
+            rec.chan.abort('cancelled by parent')
+            if rec.child.abandoned:
+                self._report_abandoned(rec)
+
+    def _report_abandoned(self, rec: _ChildRecord) -> None:
+        record = {
+            'name': rec.uid[0],
+            'uid': rec.uid,
+            'interp_id': rec.child.interp_id,
+            'reason': 'thread stuck in a C call; interrupts could not reclaim it',
+        }
+        self._actor.abandoned.append(record)
+        warnings.warn(
+            f'abandoned child actor {rec.uid[0]!r} (interpreter {rec.child.interp_id}): its thread is stuck in '
+            'a C call and cannot be reclaimed; it is left running and will not block process exit',
+            ChildAbandoned,
+            stacklevel=2,
+        )
+        rec.exited.set()
+
+    async def _collect_result(self, portal: Portal, ns: str, fname: str, kwargs: dict[str, Any]) -> None:
+        uid = portal.peer_uid
+        try:
+            value = await portal.run_from_ns(ns, fname, **kwargs)
+        except BaseException as exc:
+            portal._set_result(error=exc if isinstance(exc, Exception) else ActorFailure(f'{fname} was cancelled'))
+            if not (self.cancel_called and isinstance(exc, (ContextCancelled, TransportClosed))):
+                if isinstance(exc, (RemoteActorError, TransportClosed, ActorFailure)):
+                    self._fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            portal._set_result(value)
+        finally:
+            self._pending_results -= 1
+            self._results_done.unpark_all()
+        rec = self._children.get(uid) if uid else None
+        if rec is not None:
+            await self._cancel_child(rec)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record a child's error and cancel the nursery body (one cancels all)."""
+        self._errors.append(exc)
+        if self._body_scope is not None:
+            self._body_scope.cancel()
+
+    async def _wait_for_results(self) -> None:
+        while self._pending_results:
+            await self._results_done.park()
+
+
+@asynccontextmanager
+async def open_nursery(*, start_method: str | None = None, **root_kwargs: Any) -> AsyncIterator[ActorNursery]:
+    """Open an actor nursery (and a root actor first when none is running: `root_kwargs` go to it).
+
+    The block does not exit while children live: on a clean exit it waits for every `run_in_actor` result, then
+    cancels the remaining `start_actor` children; on an error (the body's or any child's) it cancels every
+    child and raises. `start_method` defaults to the root's (or, in a child, the method it was spawned with).
+    """
+    actor = _state.maybe_current_actor()
+    if actor is None:
+        from ._root import open_root_actor
+
+        async with open_root_actor(start_method=start_method, **root_kwargs) as root:
+            async with _open_actor_nursery(root, start_method) as an:
+                yield an
+        return
+    if root_kwargs:
+        raise TypeError(
+            f'open_nursery() got root actor options {sorted(root_kwargs)} but a root actor is already running; '
+            'pass them to open_root_actor() instead'
+        )
+    async with _open_actor_nursery(actor, start_method) as an:
+        yield an
+
+
+@asynccontextmanager
+async def _open_actor_nursery(actor: Actor, start_method: str | None) -> AsyncIterator[ActorNursery]:
+    method = resolve_start_method(start_method or actor.child_start_method)
+    body_exc: BaseException | None = None
+    async with trio.open_nursery() as tn:
+        an = ActorNursery(actor, method, tn)
+        try:
+            with trio.CancelScope() as an._body_scope:
+                yield an
+                await an._wait_for_results()
+        except BaseException as exc:
+            body_exc = exc
+        finally:
+            an._closed = True
+            await an.cancel()
+    errors = list(an._errors)
+    if body_exc is not None:
+        if isinstance(body_exc, (trio.Cancelled, KeyboardInterrupt)) or not errors:
+            raise body_exc
+        errors.insert(0, body_exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise BaseExceptionGroup(f'{len(errors)} errors in actor nursery of {actor.name!r}', errors)

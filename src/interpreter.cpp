@@ -1,0 +1,389 @@
+// The interpreter handle's worker thread (create, run, wait for threads, end) and its interrupt recipe.
+//
+// Compiled with Py_BUILD_CORE_MODULE (CMakeLists.txt) for the exported-but-internal running-main marks.
+#include "interpreter.hpp"
+
+#include <internal/pycore_pystate.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "registry.hpp"
+
+namespace subactor {
+namespace {
+
+// Runs after the bootstrap, inside the interpreter, in a scratch namespace. Joins non-daemon threads
+// (threading._shutdown), then every other threading.Thread: threads started from a foreign OS thread
+// default to daemon, so "daemon" does not mean "may be left behind" here. Py_EndInterpreter would run
+// threading._shutdown again; that is harmless.
+constexpr char kEpilogue[] = R"(
+import sys
+threading = sys.modules.get('threading')
+if threading is not None:
+    threading._shutdown()
+    me = threading.current_thread()
+    main = threading.main_thread()
+    for t in threading.enumerate():
+        if t is not me and t is not main and not isinstance(t, threading._DummyThread):
+            t.join()
+for stream in (sys.stdout, sys.stderr):
+    try:
+        stream.flush()
+    except Exception:
+        pass
+)";
+
+std::string Utf8(PyObject* obj, const char* fallback) {
+  if (obj != nullptr) {
+    Py_ssize_t size = 0;
+    if (const char* data = PyUnicode_AsUTF8AndSize(obj, &size)) return std::string(data, size);
+  }
+  PyErr_Clear();
+  return fallback;
+}
+
+std::string StrOf(PyObject* obj) {
+  PyObject* text = PyObject_Str(obj);
+  std::string out = Utf8(text, "<unprintable>");
+  Py_XDECREF(text);
+  return out;
+}
+
+std::string FormatTraceback(PyObject* exc) {
+  std::string out;
+  PyObject* module = PyImport_ImportModule("traceback");
+  PyObject* lines = module ? PyObject_CallMethod(module, "format_exception", "O", exc) : nullptr;
+  PyObject* empty = lines ? PyUnicode_FromString("") : nullptr;
+  PyObject* text = empty ? PyUnicode_Join(empty, lines) : nullptr;
+  out = Utf8(text, "<traceback unavailable>");
+  Py_XDECREF(text);
+  Py_XDECREF(empty);
+  Py_XDECREF(lines);
+  Py_XDECREF(module);
+  return out;
+}
+
+// Consumes the raised exception into outcome. SystemExit(0) and SystemExit(None) count as a clean exit.
+void CaptureRaised(Outcome& outcome) {
+  PyObject* exc = PyErr_GetRaisedException();
+  if (exc == nullptr) return;
+  if (PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)) {
+    PyObject* code = PyObject_GetAttrString(exc, "code");
+    PyErr_Clear();
+    if (code == nullptr || code == Py_None) {
+      outcome.exit_code = 0;
+    } else if (PyLong_Check(code)) {
+      int overflow = 0;
+      const long value = PyLong_AsLongAndOverflow(code, &overflow);
+      outcome.exit_code = overflow ? 1 : static_cast<int>(value);
+    } else {
+      outcome.exit_code = 1;  // sys.exit("message"), as the main interpreter would exit
+    }
+    Py_XDECREF(code);
+    outcome.ok = *outcome.exit_code == 0;
+  }
+  if (!outcome.ok) {
+    PyObject* type_name = PyType_GetFullyQualifiedName(Py_TYPE(exc));
+    outcome.exc_type = Utf8(type_name, "<unknown>");
+    Py_XDECREF(type_name);
+    outcome.exc_message = StrOf(exc);
+    outcome.traceback = FormatTraceback(exc);
+  }
+  Py_DECREF(exc);
+  PyErr_Clear();
+}
+
+// Runs source in a fresh namespace (or __main__'s), leaving any exception raised.
+bool Exec(const char* source, const char* filename, bool in_main) {
+  PyObject* globals = nullptr;
+  if (in_main) {
+    PyObject* main = PyImport_AddModuleRef("__main__");
+    if (main == nullptr) return false;
+    globals = Py_NewRef(PyModule_GetDict(main));
+    Py_DECREF(main);
+  } else {
+    globals = PyDict_New();
+    if (globals == nullptr || PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0) {
+      Py_XDECREF(globals);
+      return false;
+    }
+  }
+  PyObject* code = Py_CompileString(source, filename, Py_file_input);
+  PyObject* result = code ? PyEval_EvalCode(code, globals, globals) : nullptr;
+  Py_XDECREF(result);
+  Py_XDECREF(code);
+  Py_DECREF(globals);
+  return result != nullptr;
+}
+
+}  // namespace
+
+const char* StateName(State state) {
+  switch (state) {
+    case State::kStarting:
+      return "starting";
+    case State::kRunning:
+      return "running";
+    case State::kFinished:
+      return "finished";
+    case State::kAbandoned:
+      return "abandoned";
+  }
+  return "?";
+}
+
+PyObject* BuiltinExceptionType(const std::string& name) {
+  PyObject* builtins = PyImport_ImportModule("builtins");
+  PyObject* type = builtins ? PyObject_GetAttrString(builtins, name.c_str()) : nullptr;
+  Py_XDECREF(builtins);
+  PyErr_Clear();
+  const bool ok = type != nullptr && PyType_Check(type) &&
+                  !(PyType_GetFlags(reinterpret_cast<PyTypeObject*>(type)) & Py_TPFLAGS_HEAPTYPE) &&
+                  PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(type),
+                                   reinterpret_cast<PyTypeObject*>(PyExc_BaseException));
+  Py_XDECREF(type);  // static types are immortal: the pointer stays valid
+  return ok ? type : nullptr;
+}
+
+Interpreter::Interpreter(std::string code, std::string name, int64_t parent_id)
+    : code_(std::move(code)), name_(std::move(name)), parent_id_(parent_id) {}
+
+std::shared_ptr<Interpreter> Interpreter::Spawn(std::string code, std::string name, int64_t parent_id) {
+  std::shared_ptr<Interpreter> handle(new Interpreter(std::move(code), std::move(name), parent_id));
+  handle->exit_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (handle->exit_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  Registry::Get().Add(handle);
+  std::lock_guard reap(handle->reap_mu_);
+  try {
+    handle->thread_ = std::thread([handle] { handle->Run(); });
+  } catch (...) {
+    Registry::Get().Remove(handle.get());
+    throw;
+  }
+  return handle;
+}
+
+Interpreter::~Interpreter() {
+  // Only the last owner gets here, and the worker owns a reference until it is done, so a not-done
+  // worker can only be this very thread (the worker dropping the last reference): detach it.
+  std::lock_guard reap(reap_mu_);
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
+  }
+  if (exit_fd_ >= 0) ::close(exit_fd_);
+}
+
+std::string Interpreter::Label() const {
+  std::lock_guard lock(mu_);
+  if (id_) return "interpreter " + std::to_string(*id_);
+  return "interpreter '" + name_ + "'";
+}
+
+Snapshot Interpreter::Snap() const {
+  std::lock_guard lock(mu_);
+  const auto end = done_ ? finished_at_ : std::chrono::steady_clock::now();
+  return Snapshot{name_, id_, native_tid_, parent_id_, state_,
+                  std::chrono::duration<double>(end - started_).count()};
+}
+
+State Interpreter::state() const {
+  std::lock_guard lock(mu_);
+  return state_;
+}
+
+std::optional<Outcome> Interpreter::outcome() const {
+  std::lock_guard lock(mu_);
+  return outcome_;
+}
+
+bool Interpreter::closed() const {
+  std::lock_guard lock(mu_);
+  return closed_;
+}
+
+int Interpreter::exit_fd() const {
+  std::lock_guard lock(mu_);
+  return exit_fd_;
+}
+
+bool Interpreter::Join(double timeout) {
+  {
+    std::unique_lock lock(mu_);
+    const auto wait = std::chrono::duration<double>(std::clamp(timeout, 0.0, 1e7));
+    if (!done_cv_.wait_for(lock, wait, [this] { return done_; })) return false;
+  }
+  // The worker's last step was signalling done: reaping its OS thread takes microseconds.
+  std::lock_guard reap(reap_mu_);
+  if (thread_.joinable()) thread_.join();
+  return true;
+}
+
+bool Interpreter::Abandon() {
+  std::lock_guard lock(mu_);
+  if (done_) return false;
+  state_ = State::kAbandoned;
+  return true;
+}
+
+bool Interpreter::Close() {
+  bool done = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!done_ && state_ != State::kAbandoned) return false;
+    if (exit_fd_ >= 0) ::close(exit_fd_);
+    exit_fd_ = -1;
+    closed_ = true;
+    done = done_;
+  }
+  if (done) Join(0);
+  return true;
+}
+
+bool Interpreter::Interrupt(PyObject* exc, bool all_threads) {
+  PyInterpreterState* interp = nullptr;
+  unsigned long main_ident = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (done_ || ending_) return false;
+    if (interp_ == nullptr) {  // still starting: the worker raises it instead of running the bootstrap
+      pending_exc_ = exc;
+      return true;
+    }
+    interp = interp_;
+    main_ident = py_thread_ident_;
+  }
+  // We hold the GIL, and the worker needs it to set ending_ and end the interpreter, so interp stays valid
+  // until we return. PyThreadState_SetAsyncExc only searches the current interpreter: borrow a temporary
+  // thread state in the target interpreter (unless we already run in it).
+  PyThreadState* caller = PyThreadState_Get();
+  PyThreadState* temp = nullptr;
+  if (PyThreadState_GetInterpreter(caller) != interp) {
+    temp = PyThreadState_New(interp);
+    PyThreadState_Swap(temp);
+  }
+  std::vector<unsigned long> idents{main_ident};
+  if (all_threads) {
+    for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts; ts = PyThreadState_Next(ts)) {
+      if (ts != temp && std::find(idents.begin(), idents.end(), ts->thread_id) == idents.end()) {
+        idents.push_back(ts->thread_id);
+      }
+    }
+  }
+  int hits = 0;
+  for (unsigned long ident : idents) hits += PyThreadState_SetAsyncExc(ident, exc);
+  if (temp != nullptr) {
+    PyThreadState_Clear(temp);
+    PyThreadState_Swap(caller);
+    PyThreadState_Delete(temp);
+  }
+  return hits > 0;
+}
+
+void Interpreter::Run() {
+  {
+    std::lock_guard lock(mu_);
+    native_tid_ = static_cast<uint64_t>(gettid());
+    py_thread_ident_ = PyThread_get_thread_ident();
+  }
+  PyInterpreterConfig config{};
+  config.use_main_obmalloc = 1;
+  config.allow_fork = 1;
+  config.allow_exec = 1;
+  config.allow_threads = 1;
+  config.allow_daemon_threads = 1;
+  config.check_multi_interp_extensions = 0;
+  config.gil = PyInterpreterConfig_SHARED_GIL;
+  PyThreadState* tstate = nullptr;
+  const PyStatus status = Py_NewInterpreterFromConfig(&tstate, &config);
+  if (PyStatus_Exception(status) || tstate == nullptr) {
+    Outcome failed;
+    failed.exc_type = "InterpreterError";
+    failed.exc_message = status.err_msg ? status.err_msg : "cannot create the interpreter";
+    Finish(std::move(failed));
+    return;
+  }
+  // From here on this thread holds the GIL with the new interpreter's thread state current.
+  PyInterpreterState* interp = PyThreadState_GetInterpreter(tstate);
+  if (_PyInterpreterState_SetRunningMain(interp) < 0) PyErr_Clear();
+  PyObject* pending = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    interp_ = interp;
+    id_ = PyInterpreterState_GetID(interp);
+    if (state_ == State::kStarting) state_ = State::kRunning;
+    pending = std::exchange(pending_exc_, nullptr);
+  }
+  Outcome outcome;
+  if (pending != nullptr) {
+    PyErr_SetNone(pending);
+  } else if (Exec(code_.c_str(), "<bootstrap>", /*in_main=*/true)) {
+    outcome.ok = true;
+    outcome.exit_code = 0;
+  }
+  CaptureRaised(outcome);
+  WaitForOtherThreads();
+  {
+    std::lock_guard lock(mu_);
+    ending_ = true;  // with the GIL held: no Interrupt() is inside this interpreter now, none will enter
+  }
+  PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), nullptr);  // drop a late interrupt
+  PyErr_Clear();
+  _PyInterpreterState_SetNotRunningMain(interp);
+  Py_EndInterpreter(tstate);  // returns with no thread state and the GIL released
+  Finish(std::move(outcome));
+}
+
+void Interpreter::WaitForOtherThreads() {
+  // An interrupt raised into this thread while it waits breaks the wait: retry (the interrupt also reached
+  // the threads we wait for). A genuine error in the epilogue is reported and the C-level wait takes over.
+  for (;;) {
+    if (Exec(kEpilogue, "<subactor epilogue>", /*in_main=*/false)) break;
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+      PyErr_FormatUnraisable("Exception ignored while joining the threads of %s", name_.c_str());
+      break;
+    }
+    PyErr_Clear();
+  }
+  // Threads that threading does not know about (_thread.start_new_thread, C threads): poll the thread
+  // states, with the GIL released between looks. Our own interrupts create and delete their temporary
+  // thread state under one GIL hold, so they are never seen here.
+  PyThreadState* self = PyThreadState_Get();
+  PyInterpreterState* interp = PyThreadState_GetInterpreter(self);
+  for (int delay_us = 50;; delay_us = std::min(delay_us * 2, 20000)) {
+    bool others = false;
+    for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts && !others; ts = PyThreadState_Next(ts)) {
+      others = ts != self;
+    }
+    if (!others) break;
+    Py_BEGIN_ALLOW_THREADS;
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+    Py_END_ALLOW_THREADS;
+  }
+}
+
+void Interpreter::Finish(Outcome outcome) {
+  Registry::Get().Remove(this);  // before done_: join() returning true implies live_count() excludes us
+  std::lock_guard lock(mu_);
+  outcome_ = std::move(outcome);
+  state_ = State::kFinished;
+  done_ = true;
+  interp_ = nullptr;
+  finished_at_ = std::chrono::steady_clock::now();
+  if (!closed_ && exit_fd_ >= 0) {
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(exit_fd_, &one, sizeof one);
+  }
+  done_cv_.notify_all();
+}
+
+}  // namespace subactor

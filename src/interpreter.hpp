@@ -1,0 +1,129 @@
+// An interpreter handle: one legacy-config subinterpreter whose whole life runs on one dedicated OS thread.
+#pragma once
+
+#include <Python.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+namespace subactor {
+
+enum class State { kStarting, kRunning, kFinished, kAbandoned };
+
+const char* StateName(State state);
+
+// How the bootstrap ended. ok: it returned, or raised SystemExit(0)/SystemExit(None).
+struct Outcome {
+  bool ok = false;
+  std::optional<int> exit_code;  // 0 on return, SystemExit's code; unset for any other exception
+  std::optional<std::string> exc_type;     // qualified name: "ValueError", "pkg.mod.Error"
+  std::optional<std::string> exc_message;  // str(exc)
+  std::optional<std::string> traceback;    // traceback.format_exception() text
+};
+
+// A point-in-time view of a handle, for live(), dumps and shutdown reports.
+struct Snapshot {
+  std::string name;
+  std::optional<int64_t> id;
+  std::optional<uint64_t> thread_id;  // native (kernel) thread id
+  int64_t parent_id = -1;             // interpreter that spawned it; -1 when spawned without a GIL
+  State state = State::kStarting;
+  double running_for = 0;
+};
+
+// Design (the concurrency is subtle; conc-anal/subint-destroy-race.md has the history):
+// - The worker thread creates, runs and ends the interpreter. Nothing else ever ends it, because ending an
+//   interpreter while another thread still executes in it crashes (measured: 1 run in 15 segfaults).
+// - After the bootstrap returns, the worker waits for EVERY other thread of the interpreter to be gone
+//   (non-daemon threads via threading._shutdown, then daemon and raw _thread threads) before
+//   Py_EndInterpreter. There is no bound: a daemon thread stuck in C keeps the handle "running"; the parent
+//   sees that through its bounded join(), can interrupt() (which reaches every thread of the interpreter)
+//   and finally abandon() it.
+// - Locks: mu_ is a leaf lock. Never acquire the GIL while holding mu_ (the worker takes mu_ while holding
+//   the GIL). The worker sets ending_ under the GIL before Py_EndInterpreter; Interrupt() reads it under
+//   the GIL, so an interrupt never touches an interpreter that is being torn down.
+// - exit_fd is an eventfd written once when the worker is done (state finished); nobody reads it, so it
+//   stays readable until Close(). Writes and the close happen under mu_, so a late worker never writes to a
+//   closed (or reused) descriptor.
+//
+// Typical usage:
+//   auto interp = Interpreter::Spawn("import mod; mod.main()", "worker-1", /*parent_id=*/0);
+//   if (!interp->Join(5.0)) { /* with the GIL: */ interp->Interrupt(PyExc_KeyboardInterrupt, true); }
+//   if (!interp->Join(1.0)) interp->Abandon();
+//   interp->Close();
+class Interpreter : public std::enable_shared_from_this<Interpreter> {
+ public:
+  // Starts the worker thread at once; the handle is "starting" until the interpreter exists.
+  static std::shared_ptr<Interpreter> Spawn(std::string code, std::string name, int64_t parent_id);
+
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
+  ~Interpreter();
+
+  const std::string& name() const { return name_; }
+  // "interpreter 3", or "interpreter 'name'" before the id is known: the subject of error messages.
+  std::string Label() const;
+  Snapshot Snap() const;
+  State state() const;
+  std::optional<Outcome> outcome() const;
+  bool closed() const;
+  int exit_fd() const;  // -1 once closed
+
+  // Waits up to timeout seconds for the worker to finish, then reaps its OS thread. Returns whether it
+  // finished; idempotent once true. Call WITHOUT the GIL (the worker needs it to finish).
+  bool Join(double timeout);
+
+  // Raises exc (a static builtin exception type) in the interpreter's main thread and, with all_threads,
+  // in every other thread of it. A still-starting interpreter raises it as soon as it starts. Returns
+  // false when the interpreter is finished or ending. Call WITH the GIL (any interpreter).
+  bool Interrupt(PyObject* exc, bool all_threads);
+
+  // Gives up on a worker stuck in C: it is reported as abandoned and never waited for again. Returns false
+  // if it had already finished.
+  bool Abandon();
+
+  // Releases exit_fd. Returns false (and does nothing) unless finished or abandoned.
+  bool Close();
+
+ private:
+  Interpreter(std::string code, std::string name, int64_t parent_id);
+  void Run();
+  void RunBootstrap(Outcome& outcome);
+  void WaitForOtherThreads();
+  void Finish(Outcome outcome);
+
+  const std::string code_;
+  const std::string name_;
+  const int64_t parent_id_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+
+  mutable std::mutex mu_;
+  std::condition_variable done_cv_;
+  State state_ = State::kStarting;                     // GUARDED_BY(mu_)
+  bool done_ = false;                                  // GUARDED_BY(mu_): worker past its last step
+  bool ending_ = false;                                // GUARDED_BY(mu_), written with the GIL held
+  bool closed_ = false;                                // GUARDED_BY(mu_)
+  int exit_fd_ = -1;                                   // GUARDED_BY(mu_)
+  std::optional<Outcome> outcome_;                     // GUARDED_BY(mu_)
+  std::optional<int64_t> id_;                          // GUARDED_BY(mu_)
+  std::optional<uint64_t> native_tid_;                 // GUARDED_BY(mu_)
+  unsigned long py_thread_ident_ = 0;                  // GUARDED_BY(mu_): PyThread_get_thread_ident()
+  PyInterpreterState* interp_ = nullptr;               // GUARDED_BY(mu_), valid while !ending_
+  PyObject* pending_exc_ = nullptr;                    // GUARDED_BY(mu_): interrupt before start
+  std::chrono::steady_clock::time_point finished_at_;  // GUARDED_BY(mu_)
+
+  std::mutex reap_mu_;  // serializes joining/detaching thread_
+  std::thread thread_;  // GUARDED_BY(reap_mu_)
+};
+
+// The static builtin exception type named `name` (a BaseException subclass in builtins), or nullptr.
+// Static types are shared by every interpreter, so the result may be raised in any of them.
+PyObject* BuiltinExceptionType(const std::string& name);
+
+}  // namespace subactor

@@ -1,0 +1,67 @@
+// The process-wide registry of live interpreter handles, and the interrupt-join-abandon shutdown sweep.
+#include "registry.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+namespace subactor {
+
+Registry& Registry::Get() {
+  // Leaked on purpose: worker threads may outlive static destruction (abandoned ones never finish).
+  static Registry* registry = new Registry();
+  return *registry;
+}
+
+void Registry::Add(std::shared_ptr<Interpreter> handle) {
+  std::lock_guard lock(mu_);
+  live_.push_back(std::move(handle));
+}
+
+void Registry::Remove(const Interpreter* handle) {
+  std::lock_guard lock(mu_);
+  std::erase_if(live_, [handle](const auto& h) { return h.get() == handle; });
+}
+
+std::vector<std::shared_ptr<Interpreter>> Registry::Live() const {
+  std::lock_guard lock(mu_);
+  return live_;
+}
+
+std::vector<Snapshot> Registry::LiveSnapshots() const {
+  // Snapshots take each handle's own lock: never while holding mu_ (the worker takes them the other way).
+  std::vector<Snapshot> out;
+  for (const auto& handle : Live()) out.push_back(handle->Snap());
+  return out;
+}
+
+size_t Registry::LiveCount() const {
+  std::lock_guard lock(mu_);
+  return live_.size();
+}
+
+std::vector<std::shared_ptr<Interpreter>> Registry::LiveChildren(std::optional<int64_t> parent_id) const {
+  std::vector<std::shared_ptr<Interpreter>> out;
+  for (auto& handle : Live()) {
+    if (!parent_id || handle->Snap().parent_id == *parent_id) out.push_back(std::move(handle));
+  }
+  return out;
+}
+
+std::vector<Snapshot> Shutdown(double timeout, std::optional<int64_t> parent_id) {
+  auto handles = Registry::Get().LiveChildren(parent_id);
+  for (const auto& handle : handles) handle->Interrupt(PyExc_KeyboardInterrupt, /*all_threads=*/true);
+  std::vector<Snapshot> stuck;
+  Py_BEGIN_ALLOW_THREADS;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+  for (const auto& handle : handles) {
+    const std::chrono::duration<double> left = deadline - std::chrono::steady_clock::now();
+    if (!handle->Join(std::max(0.0, left.count()))) {
+      handle->Abandon();
+      stuck.push_back(handle->Snap());
+    }
+  }
+  Py_END_ALLOW_THREADS;
+  return stuck;
+}
+
+}  // namespace subactor

@@ -1,0 +1,129 @@
+// Stack dumps across interpreters: walks the interpreter and thread-state lists and the raw frame chains.
+//
+// faulthandler and sys._current_frames() see only the current interpreter, so this walks
+// PyInterpreterState_Head/Next -> thread states -> _PyInterpreterFrame chains itself (internal structs:
+// compiled with Py_BUILD_CORE_MODULE). It only reads: no frame objects are materialized, no strings are
+// encoded, so objects of other interpreters are never allocated, mutated or refcounted. Interpreters with
+// their own GIL are listed but not walked (their frames change under us).
+#include "stacks.hpp"
+
+#include <Python.h>
+#include <internal/pycore_interp_structs.h>
+#include <internal/pycore_interpframe.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <map>
+#include <system_error>
+#include <vector>
+
+#include "registry.hpp"
+
+namespace subactor {
+namespace {
+
+constexpr int kMaxFrames = 200;
+
+// Writes a str without creating objects (no UTF-8 cache is filled in another interpreter's string).
+void WriteStr(std::FILE* out, PyObject* obj) {
+  if (obj == nullptr || !PyUnicode_Check(obj)) {
+    std::fputs("???", out);
+    return;
+  }
+  const Py_ssize_t length = PyUnicode_GET_LENGTH(obj);
+  for (Py_ssize_t i = 0; i < length && i < 500; ++i) {
+    const Py_UCS4 ch = PyUnicode_READ_CHAR(obj, i);
+    if (ch < 0x80) {
+      std::fputc(static_cast<int>(ch), out);
+    } else if (ch < 0x800) {
+      std::fputc(0xC0 | (ch >> 6), out);
+      std::fputc(0x80 | (ch & 0x3F), out);
+    } else if (ch < 0x10000) {
+      std::fputc(0xE0 | (ch >> 12), out);
+      std::fputc(0x80 | ((ch >> 6) & 0x3F), out);
+      std::fputc(0x80 | (ch & 0x3F), out);
+    } else {
+      std::fputc(0xF0 | (ch >> 18), out);
+      std::fputc(0x80 | ((ch >> 12) & 0x3F), out);
+      std::fputc(0x80 | ((ch >> 6) & 0x3F), out);
+      std::fputc(0x80 | (ch & 0x3F), out);
+    }
+  }
+}
+
+void WriteThread(std::FILE* out, PyThreadState* tstate, PyThreadState* current) {
+  std::fprintf(out, "  thread %lu%s:\n", tstate->native_thread_id,
+               tstate == current ? " (the dumping thread)" : "");
+  std::vector<_PyInterpreterFrame*> frames;
+  int skipped = 0;
+  for (_PyInterpreterFrame* frame = tstate->current_frame; frame != nullptr; frame = frame->previous) {
+    if (frame->owner >= FRAME_OWNED_BY_INTERPRETER || _PyFrame_IsIncomplete(frame)) continue;
+    if (!PyCode_Check(PyStackRef_AsPyObjectBorrow(frame->f_executable))) continue;
+    if (static_cast<int>(frames.size()) == kMaxFrames) {
+      ++skipped;
+      continue;
+    }
+    frames.push_back(frame);
+  }
+  if (frames.empty()) std::fputs("    (no Python frames)\n", out);
+  if (skipped) std::fprintf(out, "    ... %d older frames not shown\n", skipped);
+  for (auto it = frames.rbegin(); it != frames.rend(); ++it) {  // most recent call last
+    auto* code = reinterpret_cast<PyCodeObject*>(PyStackRef_AsPyObjectBorrow((*it)->f_executable));
+    std::fputs("    File \"", out);
+    WriteStr(out, code->co_filename);
+    std::fprintf(out, "\", line %d, in ", PyUnstable_InterpreterFrame_GetLine(*it));
+    WriteStr(out, code->co_name);
+    std::fputc('\n', out);
+  }
+}
+
+}  // namespace
+
+void WriteDriverView(std::FILE* out) {
+  const auto live = Registry::Get().LiveSnapshots();
+  std::fprintf(out, "driver: %zu live interpreter(s)\n", live.size());
+  for (const Snapshot& s : live) {
+    std::fprintf(out, "  interpreter %s '%s': %s, thread %s, %.3f s, spawned by interpreter %lld\n",
+                 s.id ? std::to_string(*s.id).c_str() : "?", s.name.c_str(), StateName(s.state),
+                 s.thread_id ? std::to_string(*s.thread_id).c_str() : "?", s.running_for,
+                 static_cast<long long>(s.parent_id));
+  }
+}
+
+void WriteStacks(std::FILE* out) {
+  std::map<int64_t, Snapshot> handles;
+  for (Snapshot& s : Registry::Get().LiveSnapshots()) {
+    if (s.id) handles.emplace(*s.id, std::move(s));
+  }
+  PyThreadState* current = PyThreadState_Get();
+  PyInterpreterState* main = PyInterpreterState_Main();
+  for (PyInterpreterState* interp = PyInterpreterState_Head(); interp; interp = PyInterpreterState_Next(interp)) {
+    const int64_t id = PyInterpreterState_GetID(interp);
+    std::fprintf(out, "interpreter %lld", static_cast<long long>(id));
+    if (interp == main) std::fputs(" (main)", out);
+    if (auto it = handles.find(id); it != handles.end()) {
+      std::fprintf(out, " '%s' (driver: %s, %.3f s)", it->second.name.c_str(), StateName(it->second.state),
+                   it->second.running_for);
+    }
+    std::fputc('\n', out);
+    if (interp != main && interp->ceval.own_gil) {
+      std::fputs("  (has its own GIL: stacks not read)\n", out);
+      continue;
+    }
+    for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts; ts = PyThreadState_Next(ts)) {
+      WriteThread(out, ts, current);
+    }
+  }
+}
+
+void DumpStacks(const std::string& path) {
+  std::FILE* out = std::fopen(path.c_str(), "a");
+  if (out == nullptr) throw std::system_error(errno, std::generic_category(), "cannot open '" + path + "'");
+  std::fprintf(out, "=== subactor stack dump: pid %d, most recent call last ===\n", static_cast<int>(getpid()));
+  WriteDriverView(out);
+  WriteStacks(out);
+  std::fputc('\n', out);
+  std::fclose(out);
+}
+
+}  // namespace subactor
