@@ -15,6 +15,8 @@ class Bounds:
     handshake_timeout: float = 30.0
     # Graceful cancel: wait for a child's cancel acknowledgement and exit after asking over IPC.
     cancel_timeout: float = 3.0
+    # Graceful cancel after Ctrl-C (KeyboardInterrupt in a nursery): a short grace before the hard kill.
+    interrupt_grace: float = 0.3
     # Remote task cancel: wait for the callee's final message after sending CancelTask.
     task_cancel_timeout: float = 2.0
     # Process backends: after SIGTERM, wait this long before SIGKILL; then wait for the reap.

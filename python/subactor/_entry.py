@@ -67,10 +67,54 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
 
 
 def run_child_from_fd(fd: int, uid: tuple[str, str], method: str, interp_id: int | None = None) -> int:
-    """Run a child actor on the inherited socket `fd` until it is cancelled; the process exit status."""
-    chan = channel_from_fd(fd, label='parent')
+    """Run a child actor on the inherited socket `fd` until it is cancelled; its exit status."""
+
+    async def main() -> None:
+        await child_main(channel_from_fd(fd, label='parent'), uid, method, interp_id)
+
     try:
-        trio.run(child_main, chan, uid, method, interp_id)
+        trio.run(main)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if interp_id is not None:
+            retire_threads(Bounds.from_env().interrupt_join_timeout)
     return 0
+
+
+def retire_threads(timeout: float) -> list[str]:
+    """End every other thread of this interpreter before it is ended; the names of those still alive after
+    `timeout` seconds.
+
+    A subinterpreter must not be ended while another thread still runs in it (conc-anal/subint-destroy-race.md):
+    trio keeps idle worker threads cached for 10 s, so first tell them to exit now, then join everything.
+    """
+    import threading
+    import time
+
+    try:
+        from trio._core import _thread_cache as cache
+
+        cache.IDLE_TIMEOUT = 0  # read by each idle worker when it next waits
+        idle = cache.THREAD_CACHE._idle_workers
+        for worker in list(idle):
+            idle.pop(worker, None)
+            worker._job = (lambda: None, lambda _result: None, None)
+            worker._worker_lock.release()
+    except (ImportError, AttributeError, RuntimeError):  # a trio without this cache: the joins below still bound it
+        pass
+    deadline = time.monotonic() + timeout
+    me = threading.current_thread()
+    stuck = []
+    for thread in threading.enumerate():
+        if thread is me or thread.ident == me.ident or isinstance(thread, threading._DummyThread):
+            continue
+        try:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        except RuntimeError:
+            continue
+        if thread.is_alive():
+            stuck.append(thread.name)
+    if stuck:
+        print(f'subactor: threads still running at interpreter end: {stuck}', file=sys.stderr)
+    return stuck

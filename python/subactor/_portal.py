@@ -50,6 +50,8 @@ class Portal:
         self._result: Any = None
         self._result_error: BaseException | None = None
         self._result_ready: trio.Event | None = None
+        # Set by cancel_actor(): the actor's coming exit was asked for, so its supervisor takes it as clean.
+        self.cancel_requested = False
 
     def __repr__(self) -> str:
         return f'<Portal to {self.channel.peer_uid!r}>'
@@ -138,6 +140,7 @@ class Portal:
         """Ask the actor to cancel everything and exit; True once it acknowledged within `timeout`."""
         if self.channel.closed:
             return False
+        self.cancel_requested = True
         bound = self._actor.bounds.cancel_timeout if timeout is None else timeout
         ctx = self._actor.open_caller_context(self.channel, 'cancel-actor')
         try:

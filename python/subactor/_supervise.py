@@ -105,14 +105,16 @@ class ActorNursery:
         self._tn.start_soon(self._collect_result, portal, ns, fname, kwargs)
         return portal
 
-    async def cancel(self, hard_kill: bool = False) -> None:
-        """Cancel every child: ask over IPC, wait `cancel_timeout`, then kill (`hard_kill`: skip the asking)."""
+    async def cancel(self, hard_kill: bool = False, *, grace: float | None = None) -> None:
+        """Cancel every child: ask over IPC and wait up to `grace` seconds (default: the `cancel_timeout`
+        bound), then kill what is left; `hard_kill` skips the asking."""
         self.cancel_called = True
+        grace = self._actor.bounds.cancel_timeout if grace is None else grace
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as n:
                 for rec in list(self._children.values()):
                     if not rec.exited.is_set():
-                        n.start_soon(self._cancel_child, rec, hard_kill)
+                        n.start_soon(self._cancel_child, rec, hard_kill, grace)
 
     # -- supervision -----------------------------------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class ActorNursery:
             remove_socket_file(rec.listen_addr)
         if child.abandoned:
             return
-        if not rec.cancel_requested:
+        if not (rec.cancel_requested or (rec.portal is not None and rec.portal.cancel_requested)):
             self._fail(
                 ActorFailure(
                     f'child actor {uid[0]!r} exited unexpectedly (exit status {rec.status})',
@@ -170,16 +172,19 @@ class ActorNursery:
                 )
             )
 
-    async def _cancel_child(self, rec: _ChildRecord, hard_kill: bool = False) -> None:
+    async def _cancel_child(self, rec: _ChildRecord, hard_kill: bool = False, grace: float | None = None) -> None:
         rec.cancel_requested = True
-        bounds = self._actor.bounds
+        grace = self._actor.bounds.cancel_timeout if grace is None else grace
         with trio.CancelScope(shield=True):
             if not hard_kill and rec.portal is not None:
-                with trio.move_on_after(bounds.cancel_timeout):
-                    await rec.portal.cancel_actor(timeout=bounds.cancel_timeout)
+                with trio.move_on_after(grace):
+                    await rec.portal.cancel_actor(timeout=grace)
                     await rec.exited.wait()
             if not rec.exited.is_set():
                 log.warning('child %r did not exit after a cancel request; killing it', rec.uid[0])
+                # Abort first: it wakes our own tasks parked on the channel, and the child's event loop
+                # (its reader sees EOF), so an injected exception is seen at once.
+                rec.chan.abort('cancelled by parent')
                 await rec.child.hard_kill()
             rec.chan.abort('cancelled by parent')
             if rec.child.abandoned:
@@ -271,7 +276,9 @@ async def _open_actor_nursery(actor: Actor, start_method: str | None) -> AsyncIt
             body_exc = exc
         finally:
             an._closed = True
-            await an.cancel()
+            # On Ctrl-C the user wants out now: a short grace, then the hard kill.
+            interrupted = isinstance(body_exc, KeyboardInterrupt)
+            await an.cancel(grace=actor.bounds.interrupt_grace if interrupted else None)
     errors = list(an._errors)
     if body_exc is not None:
         if isinstance(body_exc, (trio.Cancelled, KeyboardInterrupt)) or not errors:

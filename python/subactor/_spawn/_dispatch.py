@@ -15,4 +15,12 @@ async def spawn(method: str, uid: tuple[str, str], bounds: Bounds) -> tuple[Chil
         from ._trio import spawn_process
 
         return await spawn_process(uid, method, bounds)
+    if method == 'subint':
+        from ._subint import spawn_subint
+
+        return await spawn_subint(uid, bounds)
+    if method in ('mp_spawn', 'mp_forkserver'):
+        from ._mp import spawn_mp
+
+        return await spawn_mp(uid, method, bounds)
     raise ValueError(f'no backend implements spawn method {method!r}')

@@ -34,8 +34,42 @@ def _check_trio() -> str | None:
     return None
 
 
+def _check_mp(method: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        import multiprocessing
+
+        start = method.removeprefix('mp_')
+        if start not in multiprocessing.get_all_start_methods():
+            return f'multiprocessing start method {start!r} is not supported on {sys.platform}'
+        return None
+
+    return check
+
+
+def _check_subint() -> str | None:
+    from ._subint import check_available
+
+    return check_available()
+
+
+def _check_subint_fork() -> str | None:
+    return (
+        'forking from a subinterpreter is not possible: CPython kills the forked child at once '
+        '("Fatal Python error: _PyInterpreterState_DeleteExceptMain: not main interpreter"), and forking the '
+        'main interpreter while subinterpreters exist crashes the child (gh-139759); use subint, '
+        'mp_forkserver or trio instead (see conc-anal/fork-and-subinterpreters.md)'
+    )
+
+
 _CHECKS: dict[str, tuple[Callable[[], str | None], str]] = {
     'trio': (_check_trio, 'each actor is a fresh `python -m subactor._child` subprocess'),
+    'mp_spawn': (_check_mp('mp_spawn'), "each actor is a multiprocessing 'spawn' process"),
+    'mp_forkserver': (
+        _check_mp('mp_forkserver'),
+        "each actor is forked by multiprocessing's fork server (itself started by fork+exec)",
+    ),
+    'subint': (_check_subint, 'each actor is a legacy-config subinterpreter on its own OS thread (native driver)'),
+    'subint_fork': (_check_subint_fork, 'fork a process from a subinterpreter (always refused)'),
 }
 
 _default: str = DEFAULT_METHOD

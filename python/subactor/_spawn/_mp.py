@@ -1,0 +1,140 @@
+# The `mp_spawn` and `mp_forkserver` backends: child actors started by multiprocessing, linked by a one-shot socket.
+#
+# multiprocessing cannot hand a connected socket to a spawned child portably, so the parent binds a private Unix
+# socket (0600, in the per-user runtime directory) for exactly one connection, passes its path, accepts the child
+# and removes it. The fork server is itself started with fork+exec (not a bare fork), so it never inherits a
+# subinterpreter; see conc-anal/fork-and-subinterpreters.md.
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import sys
+import tempfile
+import traceback
+import uuid
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._errors import ActorFailure
+from .._ipc import Channel, channel_from_socket, runtime_dir
+from ._base import Child
+
+if TYPE_CHECKING:
+    from .._config import Bounds
+
+_CONTEXTS = {'mp_spawn': 'spawn', 'mp_forkserver': 'forkserver'}
+_preloaded = False
+
+
+class MpChild(Child):
+    """A child actor in a multiprocessing.Process; exit is awaited on the process sentinel (no polling)."""
+
+    def __init__(self, proc: multiprocessing.process.BaseProcess, bounds: Bounds, tail_path: str) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self._bounds = bounds
+        self._tail_path = tail_path
+
+    async def wait(self) -> int | None:
+        if self.proc.exitcode is None:
+            await trio.lowlevel.wait_readable(self.proc.sentinel)
+            self.proc.join(0)
+        return self.proc.exitcode
+
+    def exited(self) -> bool:
+        return self.proc.exitcode is not None
+
+    async def hard_kill(self) -> None:
+        with trio.CancelScope(shield=True):
+            if self.exited():
+                return
+            self.proc.terminate()
+            with trio.move_on_after(self._bounds.terminate_timeout):
+                await self.wait()
+                return
+            self.proc.kill()
+            await self.wait()
+
+    def failure_detail(self) -> str:
+        try:
+            with open(self._tail_path, encoding='utf-8', errors='replace') as f:
+                return ''.join(f.readlines()[-40:])
+        except OSError:
+            return ''
+
+    def cleanup(self) -> None:
+        try:
+            os.unlink(self._tail_path)
+        except OSError:
+            pass
+        if self.exited():
+            self.proc.close()
+
+
+def _child_entry(sock_path: str, uid: tuple[str, str], method: str, tail_path: str) -> None:
+    """Runs in the child process: connect to the parent's one-shot socket and serve as an actor."""
+    from .._entry import run_child_from_fd
+
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(sock_path)
+        code = run_child_from_fd(sock.detach(), uid, method)
+    except BaseException:
+        text = traceback.format_exc()
+        with open(tail_path, 'a', encoding='utf-8') as f:
+            f.write(text)
+        sys.stderr.write(text)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def spawn_mp(uid: tuple[str, str], method: str, bounds: Bounds) -> tuple[Child, Channel]:
+    global _preloaded
+    ctx = multiprocessing.get_context(_CONTEXTS[method])
+    if method == 'mp_forkserver' and not _preloaded:
+        # The server imports the runtime once; each fork then starts warm.
+        ctx.set_forkserver_preload(['subactor._entry', 'subactor._spawn._mp'])
+        _preloaded = True
+    sock_path = os.path.join(runtime_dir(), f'spawn-{uuid.uuid4().hex[:16]}.sock')
+    fd, tail_path = tempfile.mkstemp(prefix=f'subactor-{uid[0][:20]}-', suffix='.log')
+    os.close(fd)
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        await listener.bind(sock_path)
+    finally:
+        os.umask(old_umask)
+    listener.listen(1)
+    try:
+        proc = ctx.Process(target=_child_entry, args=(sock_path, uid, method, tail_path), name=uid[0], daemon=False)
+        # Blocks for the fork server's round trip or the fork+exec: about a millisecond, no thread needed.
+        proc.start()
+        child = MpChild(proc, bounds, tail_path)
+        with trio.move_on_after(bounds.handshake_timeout):
+            async with trio.open_nursery() as n:
+
+                async def watch_exit() -> None:
+                    await child.wait()
+                    n.cancel_scope.cancel()
+
+                n.start_soon(watch_exit)
+                conn, _ = await listener.accept()
+                n.cancel_scope.cancel()
+                return child, channel_from_socket(socket.socket(fileno=conn.detach()), label='child')
+        await child.hard_kill()
+        raise ActorFailure(
+            f'child {uid[0]!r} ({method}) never connected back (exit status {proc.exitcode})',
+            exit_status=proc.exitcode,
+            stderr_tail=child.failure_detail(),
+        )
+    finally:
+        listener.close()
+        try:
+            os.unlink(sock_path)
+        except OSError:
+            pass
+

@@ -1,0 +1,287 @@
+# The `subint` backend: each child actor runs its own trio.run() in a legacy subinterpreter on a dedicated thread.
+#
+# Design (see ../shared notes on 3.14 subinterpreters and conc-anal/):
+# - The native driver owns the thread: it creates the interpreter, runs the bootstrap below, ends the interpreter
+#   on that same thread and makes `exit_fd` readable. The parent waits on that fd from trio: no polling, and no
+#   trio worker thread ever holds a subinterpreter thread state.
+# - Parent and child talk over a socketpair made here; the child end's fd number is written into the bootstrap
+#   (the interpreters share the process's fd table), so there is no listener, address or connect-back.
+# - Hard kill, every step bounded by Bounds: inject an exception into the child's threads (repeatedly, over
+#   `interrupt_join_timeout`), which reclaims any pure-Python code within milliseconds; a thread still running
+#   after that is stuck in C: it is abandoned (reported, never destroyed from here, never blocking exit).
+# - Warm start: a bounded pool of interpreters that already imported the runtime and block on a pipe for their
+#   assignment (fd, name, uuid). Taking one starts a replacement at once, so spawning faster than the pool refills
+#   just means waiting on a still-importing interpreter. Each pooled interpreter serves exactly one actor.
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._ipc import Channel, channel_from_socket
+from ._base import Child
+
+if TYPE_CHECKING:
+    from .._config import Bounds
+
+log = logging.getLogger('subactor')
+
+# Interpreters kept warm (pre-imported) in the root actor's process; 0 disables the pool.
+DEFAULT_POOL_SIZE = int(os.environ.get('SUBACTOR_SUBINT_POOL', '4'))
+
+_COLD_BOOTSTRAP = """\
+import socket as _socket
+_sock = _socket.socket(fileno={fd})
+from subactor._spawn._subint import child_bootstrap
+child_bootstrap(_sock.detach(), {name!r}, {uuid!r})
+"""
+
+_WARM_BOOTSTRAP = """\
+import os as _os
+_r = {read_fd}
+import subactor._spawn._subint as _subint
+_subint.warm_imports()
+_assignment = _subint.read_assignment(_r)
+if _assignment is not None:
+    _subint.child_bootstrap(*_assignment)
+"""
+
+
+def _native() -> Any:
+    from .. import _driver
+
+    return _driver
+
+
+def current_interp_id() -> int | None:
+    try:
+        import _interpreters
+
+        return int(_interpreters.get_current()[0])
+    except (ImportError, AttributeError, TypeError, IndexError):
+        return None
+
+
+def child_bootstrap(fd: int, name: str, uuid: str) -> None:
+    """Runs inside the child interpreter: serve as actor (name, uuid) on the inherited socket fd."""
+    from .._entry import run_child_from_fd
+
+    code = run_child_from_fd(fd, (name, uuid), 'subint', interp_id=current_interp_id())
+    if code:
+        raise SystemExit(code)
+
+
+def warm_imports() -> None:
+    """What a pooled interpreter imports ahead of its assignment: the whole child runtime."""
+    import msgspec  # noqa: F401
+    import trio  # noqa: F401
+
+    from .. import _entry, _supervise  # noqa: F401
+
+
+def read_assignment(read_fd: int) -> tuple[int, str, str] | None:
+    """Block (GIL released) until the parent assigns this pooled interpreter; None when the pool closes."""
+    data = b''
+    try:
+        while not data.endswith(b'\n'):
+            chunk = os.read(read_fd, 4096)
+            if not chunk:
+                return None
+            data += chunk
+    finally:
+        os.close(read_fd)
+    fd, name, uuid = data.decode().rstrip('\n').split('\x00')
+    return int(fd), name, uuid
+
+
+class SubintChild(Child):
+    """A child actor in a subinterpreter on its own driver thread."""
+
+    def __init__(self, handle: Any, bounds: Bounds) -> None:
+        self.handle = handle
+        self._bounds = bounds
+        self._abandoned_event = trio.Event()
+
+    @property
+    def interp_id(self) -> int | None:  # type: ignore[override]
+        return self.handle.id
+
+    async def wait(self) -> int | None:
+        if not self.exited():
+            async with trio.open_nursery() as n:
+
+                async def on_abandon() -> None:
+                    await self._abandoned_event.wait()
+                    n.cancel_scope.cancel()
+
+                n.start_soon(on_abandon)
+                await trio.lowlevel.wait_readable(self.handle.exit_fd)
+                n.cancel_scope.cancel()
+        if self.abandoned:
+            return None
+        outcome = self.handle.outcome
+        if outcome is None:
+            return None
+        if outcome.ok:
+            return outcome.exit_code or 0
+        return outcome.exit_code if outcome.exit_code is not None else 1
+
+    def exited(self) -> bool:
+        return self.abandoned or self.handle.outcome is not None
+
+    async def hard_kill(self) -> None:
+        with trio.CancelScope(shield=True):
+            if self.exited():
+                return
+            attempts = max(1, int(self._bounds.interrupt_attempts))
+            step = self._bounds.interrupt_join_timeout / attempts
+            for _ in range(attempts):
+                if not self.handle.interrupt('KeyboardInterrupt'):
+                    break  # finished meanwhile
+                with trio.move_on_after(step):
+                    await trio.lowlevel.wait_readable(self.handle.exit_fd)
+                    return
+            if self.handle.outcome is not None:
+                return
+            log.warning(
+                'subint child %r (interpreter %s) ignored %d interrupts: its thread is stuck in C; abandoning it',
+                self.handle.name,
+                self.handle.id,
+                attempts,
+            )
+            self.handle.abandon()
+            self.abandoned = True
+            self._abandoned_event.set()
+
+    def failure_detail(self) -> str:
+        outcome = self.handle.outcome
+        if outcome is None or outcome.ok:
+            return ''
+        return outcome.traceback or f'{outcome.exc_type}: {outcome.exc_message}'
+
+    def cleanup(self) -> None:
+        if self.handle.outcome is not None:
+            self.handle.join(0)
+            self.handle.close()
+
+
+class _WarmPool:
+    """Interpreters that imported the runtime ahead of demand, each waiting on a pipe for one assignment."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._idle: collections.deque[tuple[Any, int]] = collections.deque()
+
+    def fill(self) -> None:
+        driver = _native()
+        while len(self._idle) < self.size:
+            read_fd, write_fd = os.pipe()
+            try:
+                handle = driver.spawn(_WARM_BOOTSTRAP.format(read_fd=read_fd), name='subint-warm')
+            except BaseException:
+                os.close(read_fd)
+                os.close(write_fd)
+                raise
+            self._idle.append((handle, write_fd))
+
+    def take(self) -> tuple[Any, int] | None:
+        if not self._idle:
+            return None
+        entry = self._idle.popleft()
+        self.fill()
+        return entry
+
+    def close(self, timeout: float) -> None:
+        """Release every idle interpreter (EOF on its pipe ends it) and join them within `timeout`."""
+        idle, self._idle = self._idle, collections.deque()
+        for _, write_fd in idle:
+            os.close(write_fd)
+        for handle, _ in idle:
+            if handle.join(timeout):
+                handle.close()
+
+
+_pool: _WarmPool | None = None
+
+
+def set_warm_pool_size(size: int) -> None:
+    """Keep `size` pre-imported interpreters ready for subint spawns in this process (0 disables)."""
+    global _pool
+    if not isinstance(size, int) or size < 0:
+        raise ValueError(f'warm pool size must be a non-negative int, not {size!r}')
+    if _pool is not None:
+        _pool.close(timeout=5.0)
+    _pool = _WarmPool(size) if size else None
+    if _pool is not None:
+        _pool.fill()
+
+
+def close_warm_pool(timeout: float = 5.0) -> None:
+    global _pool
+    if _pool is not None:
+        _pool.close(timeout)
+        _pool = None
+
+
+def _take_warm() -> tuple[Any, int] | None:
+    global _pool
+    if _pool is None:
+        # Only the root interpreter keeps a pool by default; nested actors spawn cold unless asked.
+        if current_interp_id() not in (0, None) or DEFAULT_POOL_SIZE == 0:
+            return None
+        _pool = _WarmPool(DEFAULT_POOL_SIZE)
+        _pool.fill()
+    return _pool.take()
+
+
+async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Channel]:
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    name, uuid = uid
+    try:
+        warm = _take_warm()
+        if warm is not None:
+            handle, write_fd = warm
+            child_fd = child_sock.detach()
+            try:
+                os.write(write_fd, f'{child_fd}\x00{name}\x00{uuid}\n'.encode())
+            finally:
+                os.close(write_fd)
+            handle.name = name
+        else:
+            child_fd = child_sock.detach()
+            handle = _native().spawn(_COLD_BOOTSTRAP.format(fd=child_fd, name=name, uuid=uuid), name=name)
+    except BaseException:
+        parent_sock.close()
+        child_sock.close()
+        raise
+    return SubintChild(handle, bounds), channel_from_socket(parent_sock, label='child')
+
+
+def check_available() -> str | None:
+    """Why the subint backend cannot run on this Python, or None when it can."""
+    from ._registry import python_identity
+
+    import platform
+    import sys
+
+    if platform.python_implementation() != 'CPython':
+        return f'it needs CPython (subinterpreters are a CPython feature); this is {python_identity()}'
+    if sys.version_info < (3, 14):
+        return (
+            f'it needs CPython >= 3.14, this is {python_identity()}: on 3.13 and older, a subinterpreter '
+            "running trio wedges (the legacy GIL hand-off and the _interpreters module's thread-state handling "
+            'deadlock on imports and at interpreter end), so this backend refuses them'
+        )
+    try:
+        from .. import _native  # noqa: F401
+    except ImportError as exc:
+        return (
+            f'its native extension subactor._native does not load on {python_identity()} ({exc}); rebuild it '
+            f"for this Python with '{sys.executable} -m pip install --no-build-isolation --force-reinstall .' "
+            "(or 'tools/dev.sh build' in a checkout)"
+        )
+    return None

@@ -1,0 +1,1 @@
+# Test support shipped with the package: the pytest plugin (registered as the `pytest11` entry point `subactor`).
