@@ -162,7 +162,11 @@ class Actor:
             log.warning('%r: dropping inbound connection without a handshake: %s', self, exc)
             await chan.aclose()
             return
-        await self.serve_channel(chan)
+        try:
+            await self.serve_channel(chan)
+        finally:
+            # Nobody else holds an inbound channel: release its socket with its reader.
+            await chan.aclose()
 
     def hello(self) -> Hello:
         return Hello(list(self.uid), self.pid, self.interp_id, list(self.listen_addr) if self.listen_addr else None)

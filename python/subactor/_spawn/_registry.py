@@ -47,9 +47,23 @@ def _check_mp(method: str) -> Callable[[], str | None]:
 
 
 def _check_subint() -> str | None:
-    from ._subint import check_available
-
-    return check_available()
+    if platform.python_implementation() != 'CPython':
+        return f'it needs CPython (subinterpreters are a CPython feature); this is {python_identity()}'
+    if sys.version_info < (3, 14):
+        return (
+            f'it needs CPython >= 3.14, this is {python_identity()}: on 3.13 and older a subinterpreter '
+            'running trio wedges (its thread-state hand-off deadlocks in imports and at interpreter end), '
+            'so this backend refuses them'
+        )
+    try:
+        from .. import _native  # noqa: F401
+    except ImportError as exc:
+        return (
+            f'its native extension subactor._native does not load on {python_identity()} ({exc}); rebuild it '
+            f"for this Python with '{sys.executable} -m pip install --no-build-isolation --force-reinstall .' "
+            "(or 'tools/dev.sh build' in a checkout)"
+        )
+    return None
 
 
 def _check_subint_fork() -> str | None:

@@ -260,28 +260,3 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
         raise
     return SubintChild(handle, bounds), channel_from_socket(parent_sock, label='child')
 
-
-def check_available() -> str | None:
-    """Why the subint backend cannot run on this Python, or None when it can."""
-    from ._registry import python_identity
-
-    import platform
-    import sys
-
-    if platform.python_implementation() != 'CPython':
-        return f'it needs CPython (subinterpreters are a CPython feature); this is {python_identity()}'
-    if sys.version_info < (3, 14):
-        return (
-            f'it needs CPython >= 3.14, this is {python_identity()}: on 3.13 and older, a subinterpreter '
-            "running trio wedges (the legacy GIL hand-off and the _interpreters module's thread-state handling "
-            'deadlock on imports and at interpreter end), so this backend refuses them'
-        )
-    try:
-        from .. import _native  # noqa: F401
-    except ImportError as exc:
-        return (
-            f'its native extension subactor._native does not load on {python_identity()} ({exc}); rebuild it '
-            f"for this Python with '{sys.executable} -m pip install --no-build-isolation --force-reinstall .' "
-            "(or 'tools/dev.sh build' in a checkout)"
-        )
-    return None

@@ -1,0 +1,44 @@
+# Remote functions that misbehave on purpose: spin in Python, ignore cancellation, block in C.
+import time
+
+import trio
+
+import subactor
+
+
+@subactor.context
+async def spin_after_started(ctx):
+    """Tell the caller we are about to spin, then hold the GIL-hungry loop forever (no checkpoints)."""
+    await ctx.started('spinning')
+    while True:
+        pass
+
+
+@subactor.context
+async def ignore_cancel_after_started(ctx):
+    await ctx.started('shielded')
+    with trio.CancelScope(shield=True):
+        await trio.sleep_forever()
+
+
+@subactor.context
+async def block_in_c_after_started(ctx, seconds=3600.0):
+    """Block inside one C call (time.sleep) that no injected exception can interrupt."""
+    await ctx.started('blocking')
+    time.sleep(seconds)
+
+
+@subactor.context
+async def stream_forever(ctx):
+    await ctx.started()
+    async with ctx.open_stream() as stream:
+        i = 0
+        while True:
+            await stream.send(i)
+            i += 1
+            await trio.sleep(0)
+
+
+async def use_worker_thread():
+    """Leave a trio worker thread cached in this actor (its cache keeps idle threads for 10 s)."""
+    return await trio.to_thread.run_sync(lambda: 'from a worker thread')

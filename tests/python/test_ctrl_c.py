@@ -1,0 +1,66 @@
+# Ctrl-C: a real SIGINT to a real root process ends the whole tree within a bound, even with children that spin
+# in pure Python or are stuck in a C call (conc-anal/sigint-starvation-shared-gil.md).
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import trio, subactor
+    sys.path.insert(0, {tests!r})
+    from actors import stuck
+
+    async def hold(portal, fn, task_status=trio.TASK_STATUS_IGNORED):
+        async with portal.open_context(fn) as (_, first):
+            task_status.started(first)
+            await trio.sleep_forever()
+
+    async def main():
+        async with subactor.open_nursery(start_method={method!r}, bounds={{'interrupt_join_timeout': 0.5}}) as an:
+            async with trio.open_nursery() as n:
+                for i in range(2):
+                    portal = await an.start_actor(f'spin{{i}}', enable_modules=['actors.stuck'])
+                    await n.start(hold, portal, stuck.spin_after_started)
+                portal = await an.start_actor('in_c', enable_modules=['actors.stuck'])
+                await n.start(hold, portal, stuck.block_in_c_after_started)
+                print('READY', flush=True)
+                await trio.sleep_forever()
+
+    trio.run(main)
+    """
+)
+
+# Generous for a loaded 2-core CI machine; the target (and the usual figure) is under 2 s.
+EXIT_BOUND = 10.0
+
+
+@pytest.mark.slow
+def test_sigint_ends_tree_with_spinning_and_stuck_children(tmp_path, start_method):
+    script = tmp_path / 'ctrl_c.py'
+    script.write_text(SCRIPT.format(tests=os.path.dirname(__file__), method=start_method))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # bounded by the handshake bounds inside the script
+        assert line.strip() == 'READY', line + proc.stderr.read()
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=EXIT_BOUND)
+        elapsed = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read()
+    assert 'KeyboardInterrupt' in stderr, stderr
+    assert proc.returncode in (-signal.SIGINT, 130, 1), (proc.returncode, stderr)
+    assert 'Segmentation fault' not in stderr and 'Fatal Python error' not in stderr, stderr
+    print(f'tree ended {elapsed:.2f} s after SIGINT')

@@ -1,0 +1,156 @@
+# The subint backend's own guarantees: escalation steps, channel abort, abandoned threads, interpreter identity.
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import trio
+from actors import basic, stuck
+
+import subactor
+from subactor.testing import actor_test
+
+pytestmark = pytest.mark.skipon_spawn_backend(
+    'trio', 'mp_spawn', 'mp_forkserver', reason='tests of the subint backend itself'
+)
+
+FAST = {'cancel_timeout': 0.3, 'interrupt_join_timeout': 0.5}
+
+
+def _driver():
+    from subactor import _driver
+
+    return _driver
+
+
+@actor_test
+async def test_child_reports_its_interpreter_and_shares_the_process():
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('ident', enable_modules=['actors.basic'])
+        info = await portal.run(basic.whoami)
+    assert info['spawn_method'] == 'subint'
+    assert isinstance(info['interp_id'], int) and info['interp_id'] > 0
+    assert info['pid'] == os.getpid()
+
+
+@actor_test(bounds=FAST)
+async def test_interrupt_reclaims_child_spinning_in_python():
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('spinner', enable_modules=['actors.stuck'])
+        async with trio.open_nursery() as n:
+
+            async def hold_context(task_status=trio.TASK_STATUS_IGNORED):
+                with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
+                    async with portal.open_context(stuck.spin_after_started) as (_, first):
+                        task_status.started(first)
+                        await trio.sleep_forever()
+
+            assert await n.start(hold_context) == 'spinning'
+            await an.cancel()
+    assert subactor.current_actor().abandoned == []
+
+
+@actor_test(bounds=FAST)
+async def test_interrupt_reclaims_child_ignoring_cancellation():
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('stubborn', enable_modules=['actors.stuck'])
+        async with trio.open_nursery() as n:
+
+            async def hold_context(task_status=trio.TASK_STATUS_IGNORED):
+                with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
+                    async with portal.open_context(stuck.ignore_cancel_after_started) as (_, first):
+                        task_status.started(first)
+                        await trio.sleep_forever()
+
+            assert await n.start(hold_context) == 'shielded'
+            await an.cancel()
+    assert subactor.current_actor().abandoned == []
+
+
+@actor_test(bounds=FAST)
+async def test_hard_kill_aborts_channel_so_parked_receiver_wakes():
+    """A parent task parked on a stream from a child the parent gives up on wakes with TransportClosed."""
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('streamer', enable_modules=['actors.stuck'])
+        woke = trio.Event()
+        async with trio.open_nursery() as n:
+
+            async def consume():
+                with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled, trio.EndOfChannel)):
+                    async with portal.open_context(stuck.stream_forever) as (ctx, _):
+                        async with ctx.open_stream() as stream:
+                            async for _ in stream:
+                                pass
+                woke.set()
+
+            n.start_soon(consume)
+            await an.cancel(hard_kill=True)
+            await woke.wait()
+
+
+@actor_test
+async def test_worker_threads_of_child_are_gone_before_its_interpreter_ends():
+    before = threading.active_count()
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('threads', enable_modules=['actors.stuck'])
+        assert await portal.run(stuck.use_worker_thread) == 'from a worker thread'
+    assert threading.active_count() == before
+    assert [i for i in _driver().live() if i['name'] == 'threads'] == []
+
+
+@actor_test
+async def test_nested_subint_tree_tears_down():
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('middle', enable_modules=['actors.nested_subint'])
+        leaves = await portal.run_from_ns('actors.nested_subint', 'spawn_leaves', count=2)
+    assert len(leaves) == 2
+    assert all(leaf['spawn_method'] == 'subint' for leaf in leaves)
+    assert len({leaf['interp_id'] for leaf in leaves}) == 2
+
+
+ABANDON_SCRIPT = textwrap.dedent(
+    """
+    import sys, time, warnings
+    import trio, subactor
+    sys.path.insert(0, {tests!r})
+    from actors import stuck
+
+    async def main():
+        async with subactor.open_root_actor(start_method='subint', bounds={{'cancel_timeout': 0.2,
+                                                                          'interrupt_join_timeout': 0.3}}):
+            async with subactor.open_nursery() as an:
+                portal = await an.start_actor('stuck_in_c', enable_modules=['actors.stuck'])
+                async with trio.open_nursery() as n:
+                    async def hold(task_status=trio.TASK_STATUS_IGNORED):
+                        try:
+                            async with portal.open_context(stuck.block_in_c_after_started) as (_, first):
+                                task_status.started(first)
+                                await trio.sleep_forever()
+                        except (subactor.TransportClosed, subactor.ContextCancelled):
+                            pass
+                    await n.start(hold)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter('always')
+                        await an.cancel()
+                    print('warned:', [str(w.category.__name__) for w in caught], flush=True)
+            print('abandoned:', [a['name'] for a in subactor.current_actor().abandoned], flush=True)
+        print('root exited', flush=True)
+
+    trio.run(main)
+    """
+)
+
+
+@pytest.mark.slow
+def test_child_stuck_in_c_is_abandoned_and_does_not_block_exit(tmp_path):
+    script = tmp_path / 'abandon.py'
+    script.write_text(ABANDON_SCRIPT.format(tests=os.path.dirname(__file__)))
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, env=dict(os.environ)
+    )
+    assert 'abandoned: [\'stuck_in_c\']' in proc.stdout, proc.stdout + proc.stderr
+    assert "warned: ['ChildAbandoned']" in proc.stdout, proc.stdout + proc.stderr
+    assert 'root exited' in proc.stdout
+    assert 'Segmentation fault' not in proc.stderr and proc.returncode >= 0, proc.stderr
