@@ -192,8 +192,8 @@ std::string Interpreter::Label() const {
 Snapshot Interpreter::Snap() const {
   std::lock_guard lock(mu_);
   const auto end = done_ ? finished_at_ : std::chrono::steady_clock::now();
-  return Snapshot{name_, id_, native_tid_, parent_id_, state_,
-                  std::chrono::duration<double>(end - started_).count()};
+  return Snapshot{name_,      id_,    native_tid_,
+                  parent_id_, state_, std::chrono::duration<double>(end - started_).count()};
 }
 
 State Interpreter::state() const {
@@ -361,7 +361,8 @@ void Interpreter::WaitForOtherThreads() {
   PyInterpreterState* interp = PyThreadState_GetInterpreter(self);
   for (int delay_us = 50;; delay_us = std::min(delay_us * 2, 20000)) {
     bool others = false;
-    for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts && !others; ts = PyThreadState_Next(ts)) {
+    for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts && !others;
+         ts = PyThreadState_Next(ts)) {
       others = ts != self;
     }
     if (!others) break;

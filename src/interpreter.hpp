@@ -21,8 +21,8 @@ const char* StateName(State state);
 // How the bootstrap ended. ok: it returned, or raised SystemExit(0)/SystemExit(None).
 struct Outcome {
   bool ok = false;
-  std::optional<int> exit_code;  // 0 on return, SystemExit's code; unset for any other exception
-  std::optional<std::string> exc_type;     // qualified name: "ValueError", "pkg.mod.Error"
+  std::optional<int> exit_code;            // 0 on return, SystemExit's code; unset for any other exception
+  std::optional<std::string> exc_type;     // "ValueError", "pkg.mod.Error" (no builtins./__main__.)
   std::optional<std::string> exc_message;  // str(exc)
   std::optional<std::string> traceback;    // traceback.format_exception() text
 };

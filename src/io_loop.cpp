@@ -62,9 +62,9 @@ IoLoop& IoLoop::Get() {
 
 std::shared_ptr<Timer> IoLoop::After(double seconds, std::function<void()> fn) {
   auto timer = std::make_shared<Timer>(ctx_);
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                            std::chrono::duration<double>(std::clamp(seconds, 0.0, 1e7)));
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                             std::chrono::duration<double>(std::clamp(seconds, 0.0, 1e7)));
   asio::post(ctx_, [timer, deadline, fn = std::move(fn)]() mutable {
     timer->timer_.expires_at(deadline);
     timer->timer_.async_wait([timer, fn = std::move(fn)](const std::error_code&) {

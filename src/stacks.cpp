@@ -97,7 +97,8 @@ void WriteStacks(std::FILE* out) {
   }
   PyThreadState* current = PyThreadState_Get();
   PyInterpreterState* main = PyInterpreterState_Main();
-  for (PyInterpreterState* interp = PyInterpreterState_Head(); interp; interp = PyInterpreterState_Next(interp)) {
+  for (PyInterpreterState* interp = PyInterpreterState_Head(); interp;
+       interp = PyInterpreterState_Next(interp)) {
     const int64_t id = PyInterpreterState_GetID(interp);
     std::fprintf(out, "interpreter %lld", static_cast<long long>(id));
     if (interp == main) std::fputs(" (main)", out);
@@ -119,7 +120,8 @@ void WriteStacks(std::FILE* out) {
 void DumpStacks(const std::string& path) {
   std::FILE* out = std::fopen(path.c_str(), "a");
   if (out == nullptr) throw std::system_error(errno, std::generic_category(), "cannot open '" + path + "'");
-  std::fprintf(out, "=== subactor stack dump: pid %d, most recent call last ===\n", static_cast<int>(getpid()));
+  std::fprintf(out, "=== subactor stack dump: pid %d, most recent call last ===\n",
+               static_cast<int>(getpid()));
   WriteDriverView(out);
   WriteStacks(out);
   std::fputc('\n', out);

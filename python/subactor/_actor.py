@@ -23,7 +23,7 @@ from ._config import Bounds
 from ._context import Context, is_context_fn
 from ._errors import MessageEncodeError, ModuleNotExposed, TransportClosed, pack_error
 from ._ipc import Addr, Channel
-from ._msg import CancelActor, CancelTask, Error, Hello, Return, Start
+from ._msg import CancelActor, CancelTask, Error, ErrorInfo, Hello, Return, Start
 
 log = logging.getLogger('subactor')
 
@@ -133,6 +133,11 @@ class Actor:
         """Stop serving: ends `serve()` (its nursery is cancelled)."""
         if self._service is not None:
             self._service.cancel_scope.cancel()
+
+    @property
+    def stopped_serving(self) -> bool:
+        """True once this actor's service nursery is gone or cancelled (its channels are no longer read)."""
+        return self._service is None or self._service.cancel_scope.cancel_called
 
     @property
     def service(self) -> trio.Nursery:
@@ -274,7 +279,9 @@ class Actor:
         final: Return | Error
         try:
             try:
-                if self._cancel_called:
+                # A call that arrived before a cancel request is cancelled with the rest (its scope already
+                # is), even when this task only starts after the request: only later calls are refused.
+                if self._cancel_called and not task.scope.cancel_called:
                     raise RuntimeError(f'actor {self.name!r} is shutting down and takes no new calls')
                 fn = self.lookup(msg.ns, msg.func)
                 with task.scope:
@@ -311,11 +318,15 @@ class Actor:
 
     def _cancel_error(self, ctx: Context) -> Error:
         canceller = ctx.canceller or self._cancel_requested_by or self.uid
-        exc = trio.Cancelled.__new__(trio.Cancelled)
-        info = pack_error(exc, local_uid=self.uid, canceller=canceller)
-        info.type_name = 'ContextCancelled'
-        info.message = f'{ctx.fn_name} was cancelled by actor {canceller[0]!r}'
-        info.traceback = ''
+        info = ErrorInfo(
+            type_name='ContextCancelled',
+            message=f'{ctx.fn_name} was cancelled by actor {canceller[0]!r}',
+            traceback='',
+            src_uid=list(self.uid),
+            relay_uids=[],
+            canceller=list(canceller),
+            is_cancel=True,
+        )
         return Error(ctx.cid, info)
 
     async def _send_final(self, chan: Channel, final: Return | Error) -> None:

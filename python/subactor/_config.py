@@ -22,9 +22,9 @@ class Bounds:
     # Process backends: after SIGTERM, wait this long before SIGKILL; then wait for the reap.
     terminate_timeout: float = 1.0
     # Subinterpreter backend: join after injecting an exception; past this the thread is abandoned.
-    interrupt_join_timeout: float = 1.0
-    # Subinterpreter backend: times an exception is injected (spaced over interrupt_join_timeout).
-    interrupt_attempts: float = 5
+    interrupt_join_timeout: float = 2.0
+    # Subinterpreter backend: times an exception is injected (backing off over interrupt_join_timeout).
+    interrupt_attempts: float = 3
     # Root actor: wait for the registrar at `registry_addr` to answer.
     registry_timeout: float = 5.0
 

@@ -82,7 +82,9 @@ async def register(actor: Actor, uid: tuple[str, str], addr: Addr) -> None:
 
 
 async def unregister(actor: Actor, uid: tuple[str, str]) -> None:
-    if not actor.is_registrar and (actor.registry_addr is None or actor._cancel_called):
+    # Also while the actor cancels (its children go first, and must not stay listed), but not once it stopped
+    # serving: then nothing reads the registrar's reply and the call could only time out.
+    if not actor.is_registrar and (actor.registry_addr is None or actor.stopped_serving):
         return
     with trio.move_on_after(actor.bounds.registry_timeout):
         try:
@@ -104,14 +106,26 @@ async def _portal_to(actor: Actor, addr: Addr) -> AsyncIterator[Portal]:
 
 @asynccontextmanager
 async def find_actor(name: str) -> AsyncIterator[Portal | None]:
-    """A portal to an actor registered as `name` (the first found), or None when there is none."""
+    """A portal to an actor registered as `name` (the first that answers), or None when there is none."""
     actor = _state.current_actor()
     addrs = await _call_registrar(actor, 'find_actor_addrs', name=name)
-    if not addrs:
+    chan = None
+    for addr in addrs:
+        # An entry can outlive its actor (a parent killed before it could unregister its children).
+        try:
+            chan = await actor.connect(as_addr(addr))
+            break
+        except TransportClosed as exc:
+            log.debug('%r: registered address of %r does not answer: %s', actor, name, exc)
+    if chan is None:
         yield None
         return
-    async with _portal_to(actor, as_addr(addrs[0])) as portal:
-        yield portal
+    from ._portal import Portal
+
+    try:
+        yield Portal(chan, actor)
+    finally:
+        await chan.aclose()
 
 
 @asynccontextmanager

@@ -74,12 +74,20 @@ def run_child_from_fd(fd: int, uid: tuple[str, str], method: str, interp_id: int
 
     try:
         trio.run(main)
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:
+        if _is_interrupt(exc):
+            return 130  # hard-killed by an injected KeyboardInterrupt (or Ctrl-C in a process child)
+        raise
     finally:
         if interp_id is not None:
             retire_threads(Bounds.from_env().interrupt_join_timeout)
     return 0
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_interrupt(e) for e in exc.exceptions)
+    return isinstance(exc, (KeyboardInterrupt, trio.Cancelled))
 
 
 def retire_threads(timeout: float) -> list[str]:
@@ -107,7 +115,9 @@ def retire_threads(timeout: float) -> list[str]:
     me = threading.current_thread()
     stuck = []
     for thread in threading.enumerate():
-        if thread is me or thread.ident == me.ident or isinstance(thread, threading._DummyThread):
+        # In a subinterpreter on a foreign thread, `me` is a dummy and main_thread() is a placeholder for a
+        # thread this interpreter never had: neither can (or need) be joined.
+        if thread is me or thread is threading.main_thread() or isinstance(thread, threading._DummyThread):
             continue
         try:
             thread.join(max(0.0, deadline - time.monotonic()))

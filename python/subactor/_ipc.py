@@ -120,10 +120,14 @@ class Channel:
                     raise ProtocolError(f'frame of {size} bytes exceeds the limit of {self._max_frame} bytes')
                 if end - pos - 4 < size:
                     break
+                frame = memoryview(buf)[pos + 4 : pos + 4 + size]
                 try:
-                    self._ready.append(self._codec.decode(memoryview(buf)[pos + 4 : pos + 4 + size]))
+                    self._ready.append(self._codec.decode(frame))
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     raise ProtocolError(f'malformed frame: {exc}') from None
+                finally:
+                    # A decode error's traceback still holds the view; `buf` cannot be resized while it exists.
+                    frame.release()
                 pos += 4 + size
         except ProtocolError as exc:
             log.error('protocol error on %r: %s; closing this channel', self, exc)

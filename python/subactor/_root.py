@@ -78,10 +78,11 @@ async def open_root_actor(
             # Re-raised below, outside the service nursery, so the user's error is not wrapped in a group.
             body_exc = exc
         finally:
-            _state.set_current(None)
             with trio.CancelScope(shield=True):
+                # Still current: as the registrar, unregistering is a local call that reads the current actor.
                 await _discovery.unregister(actor, actor.uid)
                 await actor.cancel(None)
+            _state.set_current(None)
             service_host.cancel_scope.cancel()
     if body_exc is not None:
         raise body_exc

@@ -45,6 +45,13 @@ class _ChildRecord:
         self.status: int | None = None
 
 
+async def _serve_until_exit(actor: Actor, chan: Channel) -> None:
+    # Shielded like the exit wait: a cancelled nursery scope must not silence the child's channel, or the
+    # teardown that follows never hears the child acknowledge its cancel. Aborting the channel ends this.
+    with trio.CancelScope(shield=True):
+        await actor.serve_channel(chan)
+
+
 class ActorNursery:
     """Spawns and supervises child actors; see `open_nursery()`.
 
@@ -134,26 +141,32 @@ class ActorNursery:
             enable_modules=enable_modules,
             loglevel=loglevel or actor.loglevel,
         )
+        spawn_error: Exception | None = None
         try:
             async with trio.open_nursery() as io:
                 io.start_soon(child.pump_output)
                 try:
                     rec.listen_addr = await parent_handshake(actor, chan, uid, spec, child)
-                    io.start_soon(actor.serve_channel, chan)
+                    io.start_soon(_serve_until_exit, actor, chan)
                     rec.portal = Portal(chan, actor)
                     self._children[uid] = rec
                     if rec.listen_addr is not None:
                         await _discovery.register(actor, uid, rec.listen_addr)
-                except BaseException:
+                except BaseException as exc:
                     chan.abort('spawn failed')
                     await child.hard_kill()
-                    raise
-                task_status.started(rec)
-                with trio.CancelScope(shield=True):
-                    rec.status = await child.wait()
-                    chan.abort('child exited')
-                    rec.exited.set()
+                    if not isinstance(exc, Exception):
+                        raise
+                    # Raised below, outside `io`, so start_actor() raises it bare, not in an exception group.
+                    spawn_error = exc
                     io.cancel_scope.cancel()
+                if spawn_error is None:
+                    task_status.started(rec)
+                    with trio.CancelScope(shield=True):
+                        rec.status = await child.wait()
+                        chan.abort('child exited')
+                        rec.exited.set()
+                        io.cancel_scope.cancel()
         finally:
             rec.exited.set()
             self._children.pop(uid, None)
@@ -161,6 +174,8 @@ class ActorNursery:
             with trio.CancelScope(shield=True):
                 await _discovery.unregister(actor, uid)
             remove_socket_file(rec.listen_addr)
+        if spawn_error is not None:
+            raise spawn_error
         if child.abandoned:
             return
         if not (rec.cancel_requested or (rec.portal is not None and rec.portal.cancel_requested)):

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipon_spawn_backend(
     'trio', 'mp_spawn', 'mp_forkserver', reason='tests of the subint backend itself'
 )
 
-FAST = {'cancel_timeout': 0.3, 'interrupt_join_timeout': 0.5}
+FAST = {'cancel_timeout': 0.3, 'interrupt_join_timeout': 1.5}
 
 
 def _driver():

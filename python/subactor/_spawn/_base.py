@@ -44,6 +44,9 @@ class Child(abc.ABC):
     async def pump_output(self) -> None:
         """Run for the child's life, forwarding its output (process backends); default: nothing to do."""
 
+    def after_handshake(self) -> None:
+        """The child is up and talking; drop what the backend kept only for its start-up."""
+
     def cleanup(self) -> None:
         """Release the backend's resources once the child is gone."""
 
@@ -70,15 +73,31 @@ async def parent_handshake(
 
     Raises ActorFailure (with the child's traceback) when the child fails to boot, dies, or is too slow.
     """
+    died_early = False
+    reply = None
     try:
         with trio.fail_after(actor.bounds.handshake_timeout):
-            await chan.send(actor.hello())
-            await chan.send(spec)
-            hello = await chan.recv()
-            if not isinstance(hello, Hello) or tuple(hello.uid) != uid:
-                raise ActorFailure(f'child {uid[0]!r} answered the handshake with {hello!r}')
-            actor.accept_hello(chan, hello)
-            reply = await chan.recv()
+            async with trio.open_nursery() as race:
+
+                async def watch_exit() -> None:
+                    # A child that dies before talking may never close its end (an interpreter in this very
+                    # process): its exit, not EOF, is what ends the wait.
+                    nonlocal died_early
+                    await child.wait()
+                    died_early = True
+                    race.cancel_scope.cancel()
+
+                race.start_soon(watch_exit)
+                await chan.send(actor.hello())
+                await chan.send(spec)
+                hello = await chan.recv()
+                if not isinstance(hello, Hello) or tuple(hello.uid) != uid:
+                    raise ActorFailure(f'child {uid[0]!r} answered the handshake with {hello!r}')
+                actor.accept_hello(chan, hello)
+                reply = await chan.recv()
+                race.cancel_scope.cancel()
+        if died_early and reply is None:
+            raise TransportClosed('child exited')
     except trio.TooSlowError:
         await _reap_failed(child)
         raise ActorFailure(
@@ -103,6 +122,7 @@ async def parent_handshake(
     if not isinstance(reply, Ready):
         await _reap_failed(child)
         raise ActorFailure(f'child {uid[0]!r} sent {type(reply).__name__} instead of Ready')
+    child.after_handshake()
     return as_addr(reply.listen_addr) if reply.listen_addr else None
 
 

@@ -18,6 +18,7 @@ import collections
 import logging
 import os
 import socket
+import sys
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -33,15 +34,19 @@ log = logging.getLogger('subactor')
 # Interpreters kept warm (pre-imported) in the root actor's process; 0 disables the pool.
 DEFAULT_POOL_SIZE = int(os.environ.get('SUBACTOR_SUBINT_POOL', '4'))
 
+# The parent keeps its copy of the child's socket end until the handshake, so a child that dies before taking
+# it leaks nothing: the child works on its own dup.
 _COLD_BOOTSTRAP = """\
-import socket as _socket
-_sock = _socket.socket(fileno={fd})
+import os as _os, sys as _sys
+_sys.path[:0] = [_p for _p in {sys_path!r} if _p not in _sys.path]
+_fd = _os.dup({fd})
 from subactor._spawn._subint import child_bootstrap
-child_bootstrap(_sock.detach(), {name!r}, {uuid!r})
+child_bootstrap(_fd, {name!r}, {uuid!r})
 """
 
 _WARM_BOOTSTRAP = """\
-import os as _os
+import sys as _sys
+_sys.path[:0] = [_p for _p in {sys_path!r} if _p not in _sys.path]
 _r = {read_fd}
 import subactor._spawn._subint as _subint
 _subint.warm_imports()
@@ -95,32 +100,33 @@ def read_assignment(read_fd: int) -> tuple[int, str, str] | None:
     finally:
         os.close(read_fd)
     fd, name, uuid = data.decode().rstrip('\n').split('\x00')
-    return int(fd), name, uuid
+    return os.dup(int(fd)), name, uuid
 
 
 class SubintChild(Child):
     """A child actor in a subinterpreter on its own driver thread."""
 
-    def __init__(self, handle: Any, bounds: Bounds) -> None:
+    def __init__(self, handle: Any, bounds: Bounds, child_sock: socket.socket) -> None:
         self.handle = handle
         self._bounds = bounds
-        self._abandoned_event = trio.Event()
+        self._child_sock = child_sock
+        # Set when the thread is done (exit_fd readable) or abandoned. One system task watches the fd: trio
+        # allows a single waiter per fd, and a system task outlives any cancel scope of the waiters.
+        self._gone = trio.Event()
+        trio.lowlevel.spawn_system_task(self._watch_exit, name=f'subint-exit-watch:{handle.name}')
+
+    async def _watch_exit(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self.handle.exit_fd)
+        finally:
+            self._gone.set()
 
     @property
     def interp_id(self) -> int | None:  # type: ignore[override]
         return self.handle.id
 
     async def wait(self) -> int | None:
-        if not self.exited():
-            async with trio.open_nursery() as n:
-
-                async def on_abandon() -> None:
-                    await self._abandoned_event.wait()
-                    n.cancel_scope.cancel()
-
-                n.start_soon(on_abandon)
-                await trio.lowlevel.wait_readable(self.handle.exit_fd)
-                n.cancel_scope.cancel()
+        await self._gone.wait()
         if self.abandoned:
             return None
         outcome = self.handle.outcome
@@ -137,13 +143,15 @@ class SubintChild(Child):
         with trio.CancelScope(shield=True):
             if self.exited():
                 return
+            # Back off between attempts (T/7, 2T/7, 4T/7 for three): unwinding trio and ending the interpreter
+            # takes tens of milliseconds, and a second exception landing in that teardown only slows it.
             attempts = max(1, int(self._bounds.interrupt_attempts))
-            step = self._bounds.interrupt_join_timeout / attempts
-            for _ in range(attempts):
+            unit = self._bounds.interrupt_join_timeout / (2**attempts - 1)
+            for attempt in range(attempts):
                 if not self.handle.interrupt('KeyboardInterrupt'):
                     break  # finished meanwhile
-                with trio.move_on_after(step):
-                    await trio.lowlevel.wait_readable(self.handle.exit_fd)
+                with trio.move_on_after(unit * 2**attempt):
+                    await self._gone.wait()
                     return
             if self.handle.outcome is not None:
                 return
@@ -155,7 +163,7 @@ class SubintChild(Child):
             )
             self.handle.abandon()
             self.abandoned = True
-            self._abandoned_event.set()
+            self._gone.set()
 
     def failure_detail(self) -> str:
         outcome = self.handle.outcome
@@ -163,7 +171,11 @@ class SubintChild(Child):
             return ''
         return outcome.traceback or f'{outcome.exc_type}: {outcome.exc_message}'
 
+    def after_handshake(self) -> None:
+        self._child_sock.close()
+
     def cleanup(self) -> None:
+        self._child_sock.close()
         if self.handle.outcome is not None:
             self.handle.join(0)
             self.handle.close()
@@ -181,7 +193,9 @@ class _WarmPool:
         while len(self._idle) < self.size:
             read_fd, write_fd = os.pipe()
             try:
-                handle = driver.spawn(_WARM_BOOTSTRAP.format(read_fd=read_fd), name='subint-warm')
+                handle = driver.spawn(
+                    _WARM_BOOTSTRAP.format(read_fd=read_fd, sys_path=_sys_path()), name='subint-warm'
+                )
             except BaseException:
                 os.close(read_fd)
                 os.close(write_fd)
@@ -217,7 +231,23 @@ def set_warm_pool_size(size: int) -> None:
         _pool.close(timeout=5.0)
     _pool = _WarmPool(size) if size else None
     if _pool is not None:
+        _register_pool_closer()
         _pool.fill()
+
+
+_closer_registered = False
+
+
+def _register_pool_closer() -> None:
+    """Close the pool at exit, before the driver's own exit hook (atexit runs the later-registered first):
+    pooled interpreters wait in os.read, which only the pipe's EOF ends."""
+    global _closer_registered
+    if not _closer_registered:
+        import atexit
+
+        _native()  # make sure the driver's hook is registered first
+        atexit.register(close_warm_pool)
+        _closer_registered = True
 
 
 def close_warm_pool(timeout: float = 5.0) -> None:
@@ -233,30 +263,32 @@ def _take_warm() -> tuple[Any, int] | None:
         # Only the root interpreter keeps a pool by default; nested actors spawn cold unless asked.
         if current_interp_id() not in (0, None) or DEFAULT_POOL_SIZE == 0:
             return None
-        _pool = _WarmPool(DEFAULT_POOL_SIZE)
-        _pool.fill()
+        set_warm_pool_size(DEFAULT_POOL_SIZE)
+        assert _pool is not None
     return _pool.take()
+
+
+def _sys_path() -> list[str]:
+    return [p for p in sys.path if p]
 
 
 async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Channel]:
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     name, uuid = uid
+    child_fd = child_sock.fileno()
     try:
         warm = _take_warm()
         if warm is not None:
             handle, write_fd = warm
-            child_fd = child_sock.detach()
             try:
                 os.write(write_fd, f'{child_fd}\x00{name}\x00{uuid}\n'.encode())
             finally:
                 os.close(write_fd)
-            handle.name = name
         else:
-            child_fd = child_sock.detach()
-            handle = _native().spawn(_COLD_BOOTSTRAP.format(fd=child_fd, name=name, uuid=uuid), name=name)
+            code = _COLD_BOOTSTRAP.format(fd=child_fd, name=name, uuid=uuid, sys_path=_sys_path())
+            handle = _native().spawn(code, name=name)
     except BaseException:
         parent_sock.close()
         child_sock.close()
         raise
-    return SubintChild(handle, bounds), channel_from_socket(parent_sock, label='child')
-
+    return SubintChild(handle, bounds, child_sock), channel_from_socket(parent_sock, label='child')

@@ -1,0 +1,28 @@
+# Remote functions the runtime benchmark calls in its child actors (imported by name there, so kept tiny).
+from __future__ import annotations
+
+import subactor
+
+
+def noop() -> None:
+    """The round-trip probe: does nothing, returns None."""
+
+
+@subactor.context
+async def stream_out(ctx: subactor.Context, count: int, size: int) -> int:
+    """Send `count` payloads of `size` bytes to the caller once it says 'go'; returns how many were sent."""
+    payload = b'x' * size
+    await ctx.started(None)
+    async with ctx.open_stream() as stream:
+        await stream.receive()  # the caller's 'go': its clock starts before it sends this
+        for _ in range(count):
+            await stream.send(payload)
+    return count
+
+
+@subactor.context
+async def spin(ctx: subactor.Context) -> None:
+    """Tell the caller it is about to spin, then hold this actor's thread in pure Python forever."""
+    await ctx.started(None)
+    while True:
+        pass

@@ -1,0 +1,127 @@
+# Entry point of the benchmarks: `python bench/run.py [--backends trio,subint] [--quick] [--big] [--json P]`.
+"""Measure the actor runtime per spawn backend, side by side in one process tree; print a table and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+
+
+def _find_runtime() -> None:
+    """Run straight from a checkout without PYTHONPATH: use its python/ (children inherit this sys.path)."""
+    if importlib.util.find_spec('subactor') is None:
+        sys.path.insert(0, str(REPO / 'python'))
+
+
+def environment() -> dict[str, object]:
+    import msgspec
+    import trio
+
+    try:
+        git = ['git', '-C', str(REPO), 'rev-parse', '--short', 'HEAD']
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ''
+    return {
+        'python': sys.version.split()[0],
+        'gil': getattr(sys, '_is_gil_enabled', lambda: True)(),
+        'platform': platform.platform(),
+        'cpus': os.cpu_count(),
+        'trio': trio.__version__,
+        'msgspec': msgspec.__version__,
+        'commit': commit or None,
+        'when': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
+    }
+
+
+def run_driver_bench(args: argparse.Namespace) -> int:
+    """The native driver's benchmark, when it exists (bench/bench_driver.py), as a separate process."""
+    script = BENCH_DIR / 'bench_driver.py'
+    if not script.exists():
+        print(f'(no {script.relative_to(REPO)}; skipping the driver benchmark)', file=sys.stderr)
+        return 0
+    cmd = [sys.executable, str(script), *(['--quick'] if args.quick else [])]
+    print(f'==> {" ".join(cmd)}', file=sys.stderr)
+    return subprocess.run(cmd, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    _find_runtime()
+    import trio
+
+    import bench_runtime
+
+    parser = argparse.ArgumentParser(prog='bench/run.py', description=__doc__)
+    parser.add_argument(
+        '--backends',
+        help="comma-separated spawn methods or variant labels, the first is the ratios' base "
+        '(default: every available spawn method)',
+    )
+    parser.add_argument('--quick', action='store_true', help='smaller N: a ~20 s run with wider error bars')
+    parser.add_argument('--big', action='store_true', help='also spawn and tear down 100 actors at once')
+    parser.add_argument(
+        '--json', type=Path, default=BENCH_DIR / 'results' / 'latest.json', help='where to write the results'
+    )
+    parser.add_argument(
+        '--only',
+        help='comma-separated steps to run: ' + ', '.join(key for key, _, _ in bench_runtime.STEPS),
+    )
+    parser.add_argument('--driver', action='store_true', help='then run bench/bench_driver.py if it exists')
+    parser.add_argument('--verbose', action='store_true', help="show the runtime's warnings (kills)")
+    args = parser.parse_args(argv)
+
+    names = [n.strip() for n in args.backends.split(',') if n.strip()] if args.backends else None
+    try:
+        backends = bench_runtime.backend_rows(names)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not backends:
+        parser.error('no spawn backend is available here')
+    only = [s.strip() for s in args.only.split(',') if s.strip()] if args.only else None
+    unknown = sorted(set(only or ()) - {key for key, _, _ in bench_runtime.STEPS})
+    if unknown:
+        parser.error(f'unknown step(s) {", ".join(unknown)} for --only')
+    sizes = bench_runtime.QUICK if args.quick else bench_runtime.Sizes()
+    if args.big or (only and 'big' in only):
+        sizes = bench_runtime.dataclasses.replace(sizes, big=100)
+    if not args.verbose:
+        # The reclaim figure kills children on purpose; the runtime warns about each kill.
+        logging.getLogger('subactor').setLevel(logging.ERROR)
+
+    env = environment()
+    print(
+        f'subactor runtime bench: {", ".join(b.label for b in backends)} | Python {env["python"]} | '
+        f'{env["cpus"]} CPUs | trio {env["trio"]} | msgspec {env["msgspec"]}',
+        file=sys.stderr,
+    )
+
+    def progress(line: str) -> None:
+        print(f'  {line}', file=sys.stderr, flush=True)
+
+    doc = trio.run(bench_runtime.run, backends, sizes, progress, only)
+    doc = {'environment': env, **doc}
+    print()
+    print(bench_runtime.format_table(doc))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(doc, indent=2) + '\n')
+    print(f'\nresults written to {args.json}')
+
+    status = 1 if doc['errors'] else 0
+    if args.driver:
+        status = run_driver_bench(args) or status
+    return status
+
+
+if __name__ == '__main__':
+    sys.exit(main())

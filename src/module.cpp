@@ -1,0 +1,218 @@
+// The `subactor._native` extension: pybind11 bindings over the driver core (argument checks live here).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstring>
+#include <system_error>
+
+#include "interpreter.hpp"
+#include "io_loop.hpp"
+#include "registry.hpp"
+#include "stacks.hpp"
+
+namespace py = pybind11;
+using subactor::Interpreter;
+using subactor::Outcome;
+using subactor::Snapshot;
+using subactor::Timer;
+
+namespace {
+
+// Releases the GIL for a scope (plain C API: no pybind11 thread-local state, fine in any interpreter).
+class GilRelease {
+ public:
+  GilRelease() : tstate_(PyEval_SaveThread()) {}
+  ~GilRelease() { PyEval_RestoreThread(tstate_); }
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+ private:
+  PyThreadState* tstate_;
+};
+
+std::string Repr(const py::handle& obj) { return py::repr(obj).cast<std::string>(); }
+
+double CheckSeconds(double value, const char* what) {
+  if (!std::isfinite(value) || value < 0) {
+    throw py::value_error(std::string(what) + " must be a finite number >= 0, not " +
+                          Repr(py::float_(value)));
+  }
+  return value;
+}
+
+std::string CheckStr(const py::object& value, const char* what) {
+  if (!py::isinstance<py::str>(value))
+    throw py::type_error(std::string(what) + " must be a str, not " + Repr(value));
+  return value.cast<std::string>();
+}
+
+PyObject* CheckExc(const py::object& exc) {
+  const std::string name = CheckStr(exc, "exc");
+  PyObject* type = subactor::BuiltinExceptionType(name);
+  if (type == nullptr)
+    throw py::value_error("exc must name a builtin BaseException subclass, not " + Repr(exc));
+  return type;
+}
+
+void CheckOpen(const Interpreter& self) {
+  if (self.closed()) throw std::runtime_error(self.Label() + " is closed");
+}
+
+int64_t CurrentInterpreterId() { return PyInterpreterState_GetID(PyInterpreterState_Get()); }
+
+py::dict SnapshotDict(const Snapshot& s) {
+  py::dict d;
+  d["id"] = s.id ? py::cast(*s.id) : py::none();
+  d["thread_id"] = s.thread_id ? py::cast(*s.thread_id) : py::none();
+  d["name"] = s.name;
+  d["state"] = subactor::StateName(s.state);
+  d["running_for"] = s.running_for;
+  d["parent_id"] = s.parent_id;
+  return d;
+}
+
+py::list SnapshotList(const std::vector<Snapshot>& snapshots) {
+  py::list out;
+  for (const Snapshot& s : snapshots) out.append(SnapshotDict(s));
+  return out;
+}
+
+std::string PathArg(const py::object& path) {
+  return py::module_::import("os").attr("fspath")(path).cast<std::string>();
+}
+
+[[noreturn]] void RaiseOSError(const std::system_error& error) {
+  PyErr_SetString(PyExc_OSError, error.what());
+  throw py::error_already_set();
+}
+
+}  // namespace
+
+// shared_gil: legacy (shared-GIL) subinterpreters may import it; interpreters with their own GIL refuse
+// to, because the interrupt recipe and the stack dumps rely on one GIL for every interpreter involved.
+PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
+  m.doc() = "Native subinterpreter driver: spawn, join, interrupt, abandon and inspect interpreters";
+
+  py::class_<Outcome>(m, "Outcome", "How an interpreter's bootstrap ended")
+      .def_readonly("ok", &Outcome::ok, "True if it returned or raised SystemExit(0)/SystemExit(None)")
+      .def_readonly("exit_code", &Outcome::exit_code, "0 on return, SystemExit's code, else None")
+      .def_readonly("exc_type", &Outcome::exc_type,
+                    "module-qualified type name as tracebacks print it: 'ValueError', 'pkg.mod.Error'")
+      .def_readonly("exc_message", &Outcome::exc_message, "str() of the exception")
+      .def_readonly("traceback", &Outcome::traceback, "the formatted traceback text")
+      .def("__repr__", [](const Outcome& o) {
+        if (o.ok) return "<Outcome ok exit_code=" + std::to_string(o.exit_code.value_or(0)) + ">";
+        return "<Outcome " + o.exc_type.value_or("?") + ": " + o.exc_message.value_or("") + ">";
+      });
+
+  py::class_<Timer, std::shared_ptr<Timer>>(m, "Timer", "A one-shot deadline on the driver's io thread")
+      .def("cancel", &Timer::Cancel, "Stop it; True if it had not fired (it never will now)")
+      .def_property_readonly("fired", &Timer::fired);
+
+  py::class_<Interpreter, std::shared_ptr<Interpreter>>(m, "Interpreter",
+                                                        "A subinterpreter running on its own OS thread")
+      .def_property_readonly("name", &Interpreter::name)
+      .def_property_readonly("id", [](const Interpreter& self) { return self.Snap().id; })
+      .def_property_readonly("thread_id", [](const Interpreter& self) { return self.Snap().thread_id; })
+      .def_property_readonly("state",
+                             [](const Interpreter& self) { return subactor::StateName(self.state()); })
+      .def_property_readonly("outcome", &Interpreter::outcome)
+      .def_property_readonly("running_for", [](const Interpreter& self) { return self.Snap().running_for; })
+      .def_property_readonly("exit_fd",
+                             [](const Interpreter& self) {
+                               CheckOpen(self);
+                               return self.exit_fd();
+                             })
+      .def(
+          "join",
+          [](Interpreter& self, double timeout) {
+            CheckSeconds(timeout, "timeout");
+            CheckOpen(self);
+            GilRelease release;
+            return self.Join(timeout);
+          },
+          py::arg("timeout"), "Wait up to timeout seconds for the thread to finish; True if it did")
+      .def(
+          "interrupt",
+          [](Interpreter& self, const py::object& exc, bool all_threads) {
+            PyObject* type = CheckExc(exc);
+            CheckOpen(self);
+            return self.Interrupt(type, all_threads);
+          },
+          py::arg("exc") = "KeyboardInterrupt", py::kw_only(), py::arg("all_threads") = true,
+          "Raise a builtin exception in the interpreter's threads; False if it already finished")
+      .def(
+          "abandon",
+          [](Interpreter& self) {
+            CheckOpen(self);
+            return self.Abandon();
+          },
+          "Give up on a thread stuck in C; False if it already finished")
+      .def(
+          "close",
+          [](Interpreter& self) {
+            if (!self.Close()) throw std::runtime_error("cannot close " + self.Label() + " (still running)");
+          },
+          "Release exit_fd; only once finished or abandoned")
+      .def("__repr__", [](const Interpreter& self) {
+        const Snapshot s = self.Snap();
+        return "<Interpreter " + (s.id ? std::to_string(*s.id) : std::string("?")) + " '" + s.name + "' " +
+               subactor::StateName(s.state) + ">";
+      });
+
+  m.def(
+      "spawn",
+      [](const py::object& code, const py::object& name) {
+        std::string source = CheckStr(code, "code");
+        if (source.find('\0') != std::string::npos)
+          throw py::value_error("code must not contain NUL characters");
+        return Interpreter::Spawn(std::move(source), CheckStr(name, "name"), CurrentInterpreterId());
+      },
+      py::arg("code"), py::kw_only(), py::arg("name") = "",
+      "Start a legacy-config subinterpreter on a new thread running code in its __main__");
+  m.def(
+      "live", [] { return SnapshotList(subactor::Registry::Get().LiveSnapshots()); },
+      "The handles whose thread has not finished, as dicts");
+  m.def("live_count", [] { return subactor::Registry::Get().LiveCount(); });
+  m.def(
+      "shutdown",
+      [](double timeout, std::optional<int64_t> spawned_by) {
+        CheckSeconds(timeout, "timeout");
+        return SnapshotList(subactor::Shutdown(timeout, spawned_by));
+      },
+      py::arg("timeout"), py::kw_only(), py::arg("spawned_by") = py::none(),
+      "Interrupt every live interpreter (or those spawned by one interpreter), join them within one "
+      "timeout, abandon and return the ones still running");
+  m.def(
+      "interrupt_after",
+      [](std::shared_ptr<Interpreter> handle, double seconds, const py::object& exc) {
+        CheckSeconds(seconds, "seconds");
+        PyObject* type = CheckExc(exc);
+        CheckOpen(*handle);
+        return subactor::InterruptAfter(std::move(handle), seconds, type);
+      },
+      py::arg("handle"), py::arg("seconds"), py::arg("exc") = "KeyboardInterrupt",
+      "Interrupt handle after seconds from the driver's io thread (needs no Python event loop)");
+  m.def(
+      "dump_stacks",
+      [](const py::object& path) {
+        try {
+          subactor::DumpStacks(PathArg(path));
+        } catch (const std::system_error& error) {
+          RaiseOSError(error);
+        }
+      },
+      py::arg("path"), "Append every interpreter's thread stacks and the driver's view to path");
+  m.def(
+      "arm_watchdog",
+      [](double seconds, const py::object& path) {
+        CheckSeconds(seconds, "seconds");
+        return subactor::ArmWatchdog(seconds, PathArg(path));
+      },
+      py::arg("seconds"), py::arg("path"),
+      "Dump stacks to path unless disarmed within seconds; returns an id");
+  m.def("disarm_watchdog", &subactor::DisarmWatchdog, py::arg("id"),
+        "Cancel a watchdog; True if it had not fired");
+  m.def("current_interpreter_id", &CurrentInterpreterId, "The id of the calling interpreter");
+}

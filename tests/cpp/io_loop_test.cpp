@@ -1,0 +1,79 @@
+// GoogleTest for the driver's io thread: timers, interrupt_after and the watchdog.
+#include "io_loop.hpp"
+
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "driver_fixture.hpp"
+#include "interpreter.hpp"
+
+namespace subactor::testing {
+namespace {
+
+TEST_F(DriverTest, TimerFiresOnceAndCannotBeCancelledAfterwards) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int calls = 0;
+  auto timer = IoLoop::Get().After(0.01, [&] {
+    std::lock_guard lock(mu);
+    ++calls;
+    cv.notify_all();
+  });
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return calls == 1; }));
+  EXPECT_TRUE(timer->fired());
+  EXPECT_FALSE(timer->Cancel());
+}
+
+TEST_F(DriverTest, CancelledTimerNeverFires) {
+  std::atomic<int> calls = 0;
+  auto timer = IoLoop::Get().After(0.05, [&] { ++calls; });
+  EXPECT_TRUE(timer->Cancel());
+  EXPECT_FALSE(timer->Cancel());
+  // A later timer on the same (serial) io thread fires after the cancelled one would have.
+  std::atomic<bool> later = false;
+  auto probe = IoLoop::Get().After(0.1, [&] { later = true; });
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!later && Since(t0) < 5) std::this_thread::yield();
+  EXPECT_TRUE(later);
+  EXPECT_EQ(calls, 0);
+  EXPECT_FALSE(timer->fired());
+}
+
+TEST_F(DriverTest, InterruptAfterStopsBusyInterpreter) {
+  Pipe started;
+  auto interp = Interpreter::Spawn(
+      "import os\nos.write(" + std::to_string(started.w()) + ", b'x')\nwhile True:\n    pass\n", "busy", 0);
+  ASSERT_TRUE(started.Receive());
+  auto timer = InterruptAfter(interp, 0.05, PyExc_KeyboardInterrupt);
+  ASSERT_TRUE(interp->Join(5));
+  EXPECT_TRUE(timer->fired());
+  EXPECT_EQ(interp->outcome()->exc_type, "KeyboardInterrupt");
+}
+
+TEST_F(DriverTest, WatchdogDumpsUnlessDisarmed) {
+  const std::string path = ::testing::TempDir() + "/watchdog-" + std::to_string(getpid()) + ".txt";
+  std::remove(path.c_str());
+  const int64_t disarmed = ArmWatchdog(60, path);
+  EXPECT_TRUE(DisarmWatchdog(disarmed));
+  EXPECT_FALSE(DisarmWatchdog(disarmed));
+  const int64_t fires = ArmWatchdog(0.01, path);
+  // The dump completes before the watchdog is forgotten... poll the file for the dump's final section.
+  std::string dump;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (dump.find("interpreter 0 (main)") == std::string::npos && Since(t0) < 5) {
+    std::stringstream text;
+    text << std::ifstream(path).rdbuf();
+    dump = text.str();
+    std::this_thread::yield();
+  }
+  EXPECT_NE(dump.find("watchdog stack dump"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("interpreter 0 (main)"), std::string::npos) << dump;
+  EXPECT_FALSE(DisarmWatchdog(fires));
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace subactor::testing

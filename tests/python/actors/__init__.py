@@ -1,0 +1,1 @@
+# Modules whose functions the test suite runs inside child actors (importable by name in every backend).

@@ -1,0 +1,76 @@
+# Plain remote functions used across the actor tests.
+import subactor
+
+
+def add(a, b):
+    return a + b
+
+
+async def async_add(a, b):
+    return a + b
+
+
+async def raise_value_error(msg='kaboom'):
+    raise ValueError(msg)
+
+
+def whoami():
+    actor = subactor.current_actor()
+    return {
+        'name': actor.name,
+        'uid': list(actor.uid),
+        'parent_uid': list(actor.parent_uid) if actor.parent_uid else None,
+        'spawn_method': actor.spawn_method,
+        'interp_id': actor.interp_id,
+        'pid': actor.pid,
+    }
+
+
+def echo(value):
+    return value
+
+
+def pid():
+    import os
+
+    return os.getpid()
+
+
+async def sleep_forever():
+    import trio
+
+    await trio.sleep_forever()
+
+
+async def ignore_cancel():
+    """Never returns and refuses cancellation: only a hard kill ends this actor."""
+    import trio
+
+    with trio.CancelScope(shield=True):
+        await trio.sleep_forever()
+
+
+def return_unencodable():
+    return object()
+
+
+def raise_custom(msg='custom'):
+    from actors.errors import CustomError
+
+    raise CustomError(msg)
+
+
+def raise_local_only():
+    class LocalOnlyError(Exception):
+        pass
+
+    raise LocalOnlyError('not importable elsewhere')
+
+
+def exit_now(code=3):
+    import os
+    import sys
+
+    sys.stderr.write('exit_now: leaving on purpose\n')
+    sys.stderr.flush()
+    os._exit(code)

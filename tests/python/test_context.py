@@ -1,0 +1,126 @@
+# Contexts: started values, results, remote failures, and acknowledged cancellation from either side.
+import pytest
+import trio
+from actors import streaming
+
+import subactor
+from subactor.testing import actor_test
+
+
+async def start_worker(an, name='ctx-worker'):
+    return await an.start_actor(name, enable_modules=['actors.streaming'])
+
+
+@actor_test
+async def test_started_value_and_result():
+    async with subactor.open_nursery() as an:
+        portal = await start_worker(an)
+        async with portal.open_context(streaming.echo_started, value=[1, 'two']) as (ctx, first):
+            assert first == [1, 'two']
+            assert ctx.side == 'caller'
+            assert await ctx.wait_for_result() == {'returned': [1, 'two']}
+        # Leaving the block waits for the result: it is still there afterwards.
+        assert await ctx.wait_for_result() == {'returned': [1, 'two']}
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_remote_failure_after_started_cancels_the_block_and_raises():
+    async with subactor.open_nursery() as an:
+        portal = await start_worker(an)
+        reached_end = False
+        with pytest.raises(subactor.RemoteActorError) as info:
+            async with portal.open_context(streaming.fail_after_started) as (_ctx, first):
+                assert first == 'up'
+                await trio.sleep_forever()
+            reached_end = True
+        assert not reached_end
+        assert info.value.boxed_type is ValueError
+        assert info.value.message == 'failed after started'
+        assert info.value.src_uid == portal.peer_uid
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_remote_failure_before_started_raises_from_open_context():
+    async with subactor.open_nursery() as an:
+        portal = await start_worker(an)
+        with pytest.raises(subactor.RemoteActorError) as info:
+            async with portal.open_context(streaming.fail_before_started):
+                pytest.fail('the block must not run')
+        assert info.value.boxed_type is KeyError
+        with pytest.raises(RuntimeError, match='without calling ctx.started'):
+            async with portal.open_context(streaming.return_without_started):
+                pytest.fail('the block must not run')
+        with pytest.raises(subactor.RemoteActorError, match='already called'):
+            async with portal.open_context(streaming.started_twice) as (ctx, first):
+                assert first == 1
+                await ctx.wait_for_result()
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_caller_cancel_is_acknowledged_without_error():
+    async with subactor.open_nursery() as an:
+        portal = await start_worker(an)
+        async with portal.open_context(streaming.wait_to_be_cancelled) as (ctx, first):
+            assert first == 'waiting'
+            await ctx.cancel()
+            assert ctx.cancel_called
+            # The acknowledgement is not an error on the side that asked.
+            assert await ctx.wait_for_result() is None
+        # The callee saw the cancellation.
+        assert await portal.run(streaming.last_outcome) == {'cancelled': True}
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_callee_cancel_reaches_caller_as_context_cancelled():
+    async with subactor.open_nursery() as an:
+        portal = await start_worker(an)
+        with pytest.raises(subactor.ContextCancelled) as info:
+            async with portal.open_context(streaming.cancel_self) as (_ctx, first):
+                assert first == 'cancelling myself'
+                await trio.sleep_forever()
+        assert info.value.canceller == portal.peer_uid
+        assert info.value.src_uid == portal.peer_uid
+        assert 'cancel_self' in info.value.message
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_error_in_caller_block_cancels_the_remote_task():
+    async with subactor.open_nursery() as an:
+        portal = await start_worker(an)
+        with pytest.raises(KeyError, match='caller failed'):
+            async with portal.open_context(streaming.wait_to_be_cancelled):
+                raise KeyError('caller failed')
+        assert await portal.run(streaming.last_outcome) == {'cancelled': True}
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_cancelling_the_caller_scope_cancels_the_remote_task():
+    async with subactor.open_nursery() as an:
+        portal = await start_worker(an)
+        with trio.CancelScope() as scope:
+            async with portal.open_context(streaming.wait_to_be_cancelled):
+                scope.cancel()
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        assert await portal.run(streaming.last_outcome) == {'cancelled': True}
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_cancel_actor_reports_the_canceller_to_open_contexts():
+    async with subactor.open_nursery() as an:
+        portal = await start_worker(an)
+        root_uid = subactor.current_actor().uid
+        with pytest.raises(subactor.ContextCancelled) as info:
+            async with portal.open_context(streaming.wait_to_be_cancelled):
+                # Cancelling the whole actor from here is not a cancel of this context: it is reported.
+                async with trio.open_nursery() as n:
+                    n.start_soon(portal.cancel_actor)
+                    await trio.sleep_forever()
+        assert info.value.canceller == root_uid

@@ -1,0 +1,148 @@
+# Faults: boot failures, children dying or killed mid-stream, and garbage on an actor's listening socket.
+import logging
+import os
+import signal
+import struct
+
+import pytest
+import trio
+import trio.testing
+from actors import basic, streaming
+
+import subactor
+from subactor import _ipc
+from subactor._msg import Hello
+from subactor.testing import actor_test
+
+
+@actor_test
+async def test_boot_failure_raises_actor_failure_with_the_child_traceback():
+    async with subactor.open_nursery() as an:
+        with pytest.raises(subactor.ActorFailure) as info:
+            await an.start_actor('broken', enable_modules=['no_such_module'])
+        # The nursery stays usable after a failed spawn.
+        portal = await an.start_actor('healthy', enable_modules=['actors.basic'])
+        assert await portal.run(basic.add, a=1, b=1) == 2
+        await portal.cancel_actor()
+    err = info.value
+    assert 'broken' in str(err)
+    assert 'no_such_module' in str(err)
+    assert 'ModuleNotFoundError' in err.stderr_tail
+    assert 'Traceback' in err.stderr_tail
+
+
+@actor_test
+async def test_child_exiting_unexpectedly_raises_actor_failure():
+    with pytest.raises(subactor.ActorFailure) as info:
+        async with subactor.open_nursery() as an:
+            portal = await an.start_actor('quitter', enable_modules=['actors.basic'])
+            if (await portal.run(basic.whoami))['pid'] == os.getpid():
+                pytest.skip('the child shares this process: exiting would end the test run')
+            with pytest.raises(subactor.TransportClosed):
+                await portal.run(basic.exit_now, code=3)
+            await trio.sleep_forever()
+    assert info.value.exit_status == 3
+    assert 'quitter' in str(info.value)
+    assert 'leaving on purpose' in info.value.stderr_tail
+
+
+@actor_test(timeout=15)
+async def test_child_killed_mid_stream_ends_the_stream_promptly():
+    start = None
+    with pytest.raises((subactor.ActorFailure, subactor.TransportClosed, ExceptionGroup)) as info:
+        async with subactor.open_nursery() as an:
+            portal = await an.start_actor('victim', enable_modules=['actors.basic', 'actors.streaming'])
+            pid = (await portal.run(basic.whoami))['pid']
+            if pid == os.getpid():
+                pytest.skip('the child shares this process: it cannot be killed alone')
+            async with portal.open_context(streaming.stream_then_wait) as (ctx, _):
+                async with ctx.open_stream() as stream:
+                    assert await stream.receive() == 'first'
+                    os.kill(pid, signal.SIGKILL)
+                    start = trio.current_time()
+                    with pytest.raises(subactor.TransportClosed):
+                        await stream.receive()
+    assert trio.current_time() - start < 5
+    # The context's exit sees the lost channel; the supervisor reports the death too unless the teardown
+    # that the body's error started reached the child first.
+    failures = info.value.exceptions if isinstance(info.value, BaseExceptionGroup) else [info.value]
+    for failure in failures:
+        if isinstance(failure, subactor.ActorFailure):
+            assert failure.exit_status == -signal.SIGKILL
+
+
+async def raw_connect(addr):
+    kind, host, port = addr
+    if kind == 'tcp':
+        return await trio.open_tcp_stream(host, port)
+    return await trio.open_unix_socket(host)
+
+
+async def read_until_eof(stream):
+    while await stream.receive_some(65536):
+        pass
+
+
+@actor_test
+async def test_garbage_on_the_root_listener_drops_only_that_connection(caplog):
+    root = subactor.current_actor()
+    caplog.set_level(logging.WARNING, logger='subactor')
+    # Before the handshake: an oversized length prefix.
+    raw = await raw_connect(root.listen_addr)
+    await raw.send_all(struct.pack('>I', 0xFFFFFFFF) + b'xx')
+    await read_until_eof(raw)
+    await raw.aclose()
+    assert 'exceeds the limit' in caplog.text
+    # After a valid handshake: a frame that is not msgpack, in the same write as the hello.
+    chan = await _ipc.connect(root.listen_addr)
+    hello = chan.encode(Hello(['intruder', 'ffff'], os.getpid(), None, None))
+    await chan.send_frame(hello + struct.pack('>I', 4) + b'\xc1\xc1\xc1\xc1')
+    # The root may or may not answer the hello before it reads the garbage; then it closes the channel.
+    with pytest.raises(subactor.TransportClosed):
+        while True:
+            assert isinstance(await chan.recv(), Hello)
+    await chan.aclose()
+    assert 'malformed frame' in caplog.text
+    # The root still serves.
+    async with subactor.find_actor('root') as portal:
+        assert portal.peer_uid == root.uid
+
+
+@actor_test
+async def test_garbage_on_a_child_listener_leaves_the_child_serving():
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('target', enable_modules=['actors.basic'])
+        async with subactor.find_actor('target') as found:
+            addr = found.channel.peer_listen_addr
+        # Valid msgpack that is no message, a truncated frame, then a huge length prefix.
+        for junk in (struct.pack('>I', 1) + b'\x01', b'\x00\x00', struct.pack('>I', 2**31) + b'\x00' * 16):
+            raw = await raw_connect(addr)
+            await raw.send_all(junk)
+            if len(junk) == 2:
+                await raw.send_eof()
+            await read_until_eof(raw)
+            await raw.aclose()
+        assert await portal.run(basic.add, a=40, b=2) == 42
+        async with subactor.find_actor('target') as found:
+            assert await found.run(basic.add, a=1, b=2) == 3
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_peer_disconnect_mid_call_is_transport_closed_for_the_caller():
+    # A portal over a discovery channel that we close under a running call.
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('remote', enable_modules=['actors.basic'])
+        async with subactor.find_actor('remote') as found:
+            async with trio.open_nursery() as n:
+
+                async def call():
+                    with pytest.raises(subactor.TransportClosed):
+                        await found.run(basic.sleep_forever)
+
+                n.start_soon(call)
+                await trio.testing.wait_all_tasks_blocked()
+                found.channel.abort('test closes it')
+        # The child served the dropped call's cancellation and is fine.
+        assert await portal.run(basic.add, a=1, b=1) == 2
+        await portal.cancel_actor()

@@ -1,0 +1,200 @@
+# IPC units: channel framing over a socketpair, the message codec, error boxing, addresses and bounds.
+import logging
+import socket
+import struct
+
+import pytest
+import trio
+import trio.testing
+
+import subactor
+from subactor import _errors, _ipc, _msg
+from subactor._config import Bounds
+from subactor.testing import actor_test
+
+
+def channel_pair(**kwargs):
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return _ipc.Channel(trio.SocketStream(trio.socket.from_stdlib_socket(a)), **kwargs), b
+
+
+def frame(payload):
+    return struct.pack('>I', len(payload)) + payload
+
+
+SAMPLES = [
+    _msg.Hello(['a', '1'], 10, None, ['tcp', '127.0.0.1', 5]),
+    _msg.SpawnSpec(['p', '2'], 'trio', ['m'], None, 'uds', None, ['/x'], {'cancel_timeout': 1.0}),
+    _msg.Ready(None),
+    _msg.Start('c', 'mod', 'fn', {'x': [1, b'2']}, 'run', 4),
+    _msg.Started('c', {'v': 1}),
+    _msg.Yield('c', 1.5),
+    _msg.Stop('c'),
+    _msg.Credit('c', 3, -1),
+    _msg.Return('c', None),
+    _msg.Error(None, _msg.ErrorInfo('ValueError', 'm', 'tb', ['a', '1'], [], None, False)),
+    _msg.CancelTask('c'),
+    _msg.CancelActor('c'),
+]
+
+
+@actor_test(root=False)
+async def test_every_message_kind_round_trips():
+    chan, peer = channel_pair()
+    peer_chan = _ipc.channel_from_socket(peer)
+    for msg in SAMPLES:
+        await chan.send(msg)
+    assert [await peer_chan.recv() for _ in SAMPLES] == SAMPLES
+    await chan.aclose()
+    with pytest.raises(subactor.TransportClosed):
+        await peer_chan.recv()
+    await peer_chan.aclose()
+
+
+@actor_test(root=False)
+async def test_frames_split_and_batched_arbitrarily_are_reassembled():
+    chan, peer = channel_pair()
+    codec = _msg.Codec()
+    data = b''.join(frame(codec.encode(_msg.Yield('c', i))) for i in range(100))
+    # Byte by byte for the first frames, then everything else at once.
+    for i in range(30):
+        peer.send(data[i : i + 1])
+        if i % 7 == 0:
+            await trio.testing.wait_all_tasks_blocked()
+    peer.sendall(data[30:])
+    assert [(await chan.recv()).value for _ in range(100)] == list(range(100))
+    peer.close()
+    with pytest.raises(subactor.TransportClosed):
+        await chan.recv()
+    assert chan.closed
+    await chan.aclose()
+
+
+@pytest.mark.parametrize(
+    ('junk', 'logged'),
+    [
+        (struct.pack('>I', 2**31), 'exceeds the limit'),
+        (frame(b'\xc1'), 'malformed frame'),
+        (frame(b'\x01'), 'malformed frame'),
+        (frame(b'\x92\xa5hello\x01'), 'malformed frame'),
+    ],
+)
+@actor_test(root=False)
+async def test_bad_frame_closes_the_channel_with_a_logged_protocol_error(junk, logged, caplog):
+    caplog.set_level(logging.ERROR, logger='subactor.ipc')
+    chan, peer = channel_pair()
+    good = frame(_msg.Codec().encode(_msg.Stop('before')))
+    peer.sendall(good + junk)
+    # Messages before the bad frame are still delivered; then the channel is closed.
+    assert await chan.recv() == _msg.Stop('before')
+    with pytest.raises(subactor.TransportClosed) as info:
+        await chan.recv()
+    assert 'protocol error' in str(info.value)
+    assert chan.closed
+    assert logged in caplog.text
+    assert 'protocol error' in caplog.text
+    # The peer sees the connection closed.
+    assert peer.recv(10) == b''
+    peer.close()
+
+
+@actor_test(root=False)
+async def test_unencodable_message_fails_before_sending_and_channel_stays_usable():
+    chan, peer = channel_pair()
+    peer_chan = _ipc.channel_from_socket(peer)
+
+    class Opaque:
+        pass
+
+    with pytest.raises(subactor.MessageEncodeError, match='Opaque') as info:
+        await chan.send(_msg.Yield('c', Opaque()))
+    assert isinstance(info.value, TypeError)
+    with pytest.raises(subactor.MessageEncodeError, match='msgpack'):
+        await chan.send(_msg.Yield('c', 2**70))
+    await chan.send(_msg.Yield('c', 'fine'))
+    assert await peer_chan.recv() == _msg.Yield('c', 'fine')
+    await chan.aclose()
+    await peer_chan.aclose()
+
+
+@actor_test(root=False)
+async def test_oversized_outgoing_message_is_refused():
+    chan, peer = channel_pair(max_frame=64)
+    with pytest.raises(subactor.MessageEncodeError, match='exceeds the channel limit'):
+        await chan.send(_msg.Yield('c', 'x' * 100))
+    await chan.send(_msg.Yield('c', 'small'))
+    await chan.aclose()
+    peer.close()
+
+
+@actor_test(root=False)
+async def test_abort_wakes_every_waiter_and_refuses_sends():
+    chan, peer = channel_pair()
+    woke = []
+
+    async def waiter():
+        with pytest.raises(subactor.TransportClosed):
+            await chan.recv()
+        woke.append(True)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        chan.abort('test')
+    assert woke == [True]
+    assert 'test' in repr(chan)
+    with pytest.raises(subactor.TransportClosed):
+        await chan.send(_msg.Stop('c'))
+    peer.close()
+
+
+def test_error_boxing_round_trip_and_relay():
+    try:
+        raise KeyError('lost')
+    except KeyError as exc:
+        info = _errors.pack_error(exc, local_uid=('src', '1'))
+    err = _errors.unpack_error(info)
+    assert type(err) is subactor.RemoteActorError
+    assert err.boxed_type is KeyError
+    assert err.src_uid == ('src', '1')
+    assert 'raise KeyError' in err.tb_str
+    relayed = _errors.unpack_error(_errors.pack_error(err, local_uid=('relay', '2')))
+    assert relayed.boxed_type is KeyError
+    assert relayed.src_uid == ('src', '1')
+    assert relayed.relay_uids == [('relay', '2')]
+    cancelled = _errors.unpack_error(
+        _errors.pack_error(RuntimeError('x'), local_uid=('a', '1'), canceller=('boss', '9'))
+    )
+    assert isinstance(cancelled, subactor.ContextCancelled)
+    assert cancelled.canceller == ('boss', '9')
+
+
+def test_error_types_resolve_by_qualified_name():
+    assert _errors.resolve_type('ValueError') is ValueError
+    assert _errors.resolve_type('ModuleNotExposed') is subactor.ModuleNotExposed
+    assert _errors.resolve_type('actors.errors.CustomError').__name__ == 'CustomError'
+    assert _errors.resolve_type('no.such.module.Error') is None
+    assert _errors.resolve_type('len') is None
+    assert _errors.type_qualname(subactor.StreamOverrun) == 'StreamOverrun'
+
+
+def test_addresses_are_validated():
+    assert _ipc.as_addr(['tcp', '127.0.0.1', 1]) == ('tcp', '127.0.0.1', 1)
+    for bad in (None, ['tcp', '127.0.0.1'], ['udp', 'h', 1], ['tcp', 1, 1], ['tcp', 'h', '1']):
+        with pytest.raises(ValueError, match='bad address'):
+            _ipc.as_addr(bad)
+    with pytest.raises(ValueError, match='unknown transport'):
+        _ipc.default_bind_addr('carrier-pigeon', 'n', 'u')
+
+
+def test_bounds_validate_and_read_the_environment(monkeypatch):
+    with pytest.raises(ValueError, match='cancel_timeout'):
+        Bounds(cancel_timeout=0)
+    with pytest.raises(ValueError, match='positive'):
+        Bounds(handshake_timeout=float('nan'))
+    monkeypatch.setenv('SUBACTOR_CANCEL_TIMEOUT', '7.5')
+    assert Bounds.from_env().cancel_timeout == 7.5
+    assert Bounds.from_env(cancel_timeout=1).cancel_timeout == 1
+    monkeypatch.setenv('SUBACTOR_CANCEL_TIMEOUT', 'soon')
+    with pytest.raises(ValueError, match='SUBACTOR_CANCEL_TIMEOUT'):
+        Bounds.from_env()
