@@ -345,6 +345,11 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def _first_line(text: str) -> str:
+    first, _, rest = text.partition('\n')
+    return f'{first} [...]' if rest.strip() else first
+
+
 def describe(exc: BaseException) -> str:
     """The distinct leaf exceptions of `exc` (groups flattened), each with a count when repeated."""
     counts: dict[str, int] = {}
@@ -382,7 +387,7 @@ async def run(
                         backend.teardown()
             except Exception as exc:  # one broken backend must not hide the others' figures
                 errors.setdefault(backend.label, {})[step] = describe(exc)
-                progress(f'{step:<32} {backend.label:<{width}}  FAILED: {describe(exc)}')
+                progress(f'{step:<32} {backend.label:<{width}}  FAILED: {_first_line(describe(exc))}')
                 continue
             for fig_key, values in samples.items():
                 raw.setdefault(fig_key, {})[backend.label] = values
@@ -455,5 +460,5 @@ def format_table(doc: dict[str, Any]) -> str:
     ]
     for label, failed in doc['errors'].items():
         for step, err in failed.items():
-            notes.append(f'{label}: {step} failed: {err}')
+            notes.append(f'{label}: {step} failed: {_first_line(err)}')
     return '\n'.join([*lines, '', *notes])

@@ -174,7 +174,9 @@ class Actor:
             await chan.aclose()
 
     def hello(self) -> Hello:
-        return Hello(list(self.uid), self.pid, self.interp_id, list(self.listen_addr) if self.listen_addr else None)
+        return Hello(
+            list(self.uid), self.pid, self.interp_id, list(self.listen_addr) if self.listen_addr else None
+        )
 
     @staticmethod
     def accept_hello(chan: Channel, hello: Hello) -> None:
@@ -307,10 +309,14 @@ class Actor:
     async def _invoke(self, fn: Callable[..., Any], msg: Start, ctx: Context) -> Any:
         if msg.kind == 'ctx':
             if not is_context_fn(fn):
-                raise TypeError(f'{ctx.fn_name} is not a @subactor.context function; call it with portal.run()')
+                raise TypeError(
+                    f'{ctx.fn_name} is not a @subactor.context function; call it with portal.run()'
+                )
             return await fn(ctx, **msg.kwargs)
         if is_context_fn(fn):
-            raise TypeError(f'{ctx.fn_name} is a @subactor.context function; call it with portal.open_context()')
+            raise TypeError(
+                f'{ctx.fn_name} is a @subactor.context function; call it with portal.open_context()'
+            )
         result = fn(**msg.kwargs)
         if inspect.isawaitable(result):
             result = await result

@@ -66,10 +66,27 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
         await chan.aclose()
 
 
-def run_child_from_fd(fd: int, uid: tuple[str, str], method: str, interp_id: int | None = None) -> int:
+class HardKilled(BaseException):
+    """The parent wrote to this child's kill pipe: end trio.run now, shielded tasks or not."""
+
+
+async def _watch_kill_pipe(kill_fd: int) -> None:
+    try:
+        await trio.lowlevel.wait_readable(kill_fd)
+    finally:
+        os.close(kill_fd)
+    # Raised in a system task, this makes trio.run abandon every task at once (TrioInternalError).
+    raise HardKilled('hard-killed by the parent')
+
+
+def run_child_from_fd(
+    fd: int, uid: tuple[str, str], method: str, interp_id: int | None = None, kill_fd: int | None = None
+) -> int:
     """Run a child actor on the inherited socket `fd` until it is cancelled; its exit status."""
 
     async def main() -> None:
+        if kill_fd is not None:
+            trio.lowlevel.spawn_system_task(_watch_kill_pipe, kill_fd)
         await child_main(channel_from_fd(fd, label='parent'), uid, method, interp_id)
 
     try:
@@ -87,7 +104,9 @@ def run_child_from_fd(fd: int, uid: tuple[str, str], method: str, interp_id: int
 def _is_interrupt(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_is_interrupt(e) for e in exc.exceptions)
-    return isinstance(exc, (KeyboardInterrupt, trio.Cancelled))
+    if isinstance(exc, trio.TrioInternalError) and exc.__cause__ is not None:
+        return _is_interrupt(exc.__cause__)
+    return isinstance(exc, (KeyboardInterrupt, trio.Cancelled, HardKilled))
 
 
 def retire_threads(timeout: float) -> list[str]:
@@ -117,7 +136,7 @@ def retire_threads(timeout: float) -> list[str]:
     for thread in threading.enumerate():
         # In a subinterpreter on a foreign thread, `me` is a dummy and main_thread() is a placeholder for a
         # thread this interpreter never had: neither can (or need) be joined.
-        if thread is me or thread is threading.main_thread() or isinstance(thread, threading._DummyThread):
+        if thread is me or isinstance(thread, (threading._DummyThread, threading._MainThread)):
             continue
         try:
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -171,4 +171,3 @@ class Portal:
         self._result, self._result_error = value, error
         assert self._result_ready is not None
         self._result_ready.set()
-

@@ -65,7 +65,9 @@ async def open_root_actor(
             bind_addr = registry_addr
     body_exc: BaseException | None = None
     async with trio.open_nursery() as service_host:
-        await service_host.start(lambda task_status: actor.serve(bind_addr=bind_addr, task_status=task_status))
+        await service_host.start(
+            lambda task_status: actor.serve(bind_addr=bind_addr, task_status=task_status)
+        )
         assert actor.listen_addr is not None
         if actor.registry_addr is None:
             actor.is_registrar = True

@@ -106,7 +106,9 @@ class ActorNursery:
     ) -> Portal:
         """Spawn a child that runs `fn(**kwargs)` once and exits; `await portal.wait_for_result()` for it."""
         ns, fname = function_ref(fn)
-        portal = await self.start_actor(name or fname, enable_modules=[ns, *enable_modules], loglevel=loglevel)
+        portal = await self.start_actor(
+            name or fname, enable_modules=[ns, *enable_modules], loglevel=loglevel
+        )
         portal._expect_result()
         self._pending_results += 1
         self._tn.start_soon(self._collect_result, portal, ns, fname, kwargs)
@@ -187,7 +189,9 @@ class ActorNursery:
                 )
             )
 
-    async def _cancel_child(self, rec: _ChildRecord, hard_kill: bool = False, grace: float | None = None) -> None:
+    async def _cancel_child(
+        self, rec: _ChildRecord, hard_kill: bool = False, grace: float | None = None
+    ) -> None:
         rec.cancel_requested = True
         grace = self._actor.bounds.cancel_timeout if grace is None else grace
         with trio.CancelScope(shield=True):
@@ -226,7 +230,9 @@ class ActorNursery:
         try:
             value = await portal.run_from_ns(ns, fname, **kwargs)
         except BaseException as exc:
-            portal._set_result(error=exc if isinstance(exc, Exception) else ActorFailure(f'{fname} was cancelled'))
+            portal._set_result(
+                error=exc if isinstance(exc, Exception) else ActorFailure(f'{fname} was cancelled')
+            )
             if not (self.cancel_called and isinstance(exc, (ContextCancelled, TransportClosed))):
                 if isinstance(exc, (RemoteActorError, TransportClosed, ActorFailure)):
                     self._fail(exc)

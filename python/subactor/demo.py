@@ -190,7 +190,7 @@ async def main(backend: str, depth: int, fanout: int) -> None:
                 for name in leaves:
                     n.start_soon(identify, name)
             tl.step(t, f'found all {len(leaves)} leaves through the registrar and asked each who it is:')
-            width = 4 * depth + max(len(name) for name in _names(tree))
+            width = 4 * (depth - 1) + max(len(name) for name in _names(tree))
             root_who = {'pid': root.pid, 'interp_id': root.interp_id, 'spawn_method': root.spawn_method}
             tl.detail(f'{"root":<{width + 4}}  {_identity(root_who)}')
             for line in _draw(tree, ids, width):

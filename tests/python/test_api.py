@@ -15,8 +15,16 @@ def test_exported_names_resolve():
 
 def test_error_hierarchy():
     assert issubclass(subactor.ContextCancelled, subactor.RemoteActorError)
-    for name in ('RemoteActorError', 'ActorFailure', 'ModuleNotExposed', 'TransportClosed', 'StreamOverrun',
-                 'MessageEncodeError', 'NoRuntime', 'ProtocolError'):
+    for name in (
+        'RemoteActorError',
+        'ActorFailure',
+        'ModuleNotExposed',
+        'TransportClosed',
+        'StreamOverrun',
+        'MessageEncodeError',
+        'NoRuntime',
+        'ProtocolError',
+    ):
         assert issubclass(getattr(subactor, name), subactor.SubactorError), name
     # Catchable as the builtin they refine.
     assert issubclass(subactor.ModuleNotExposed, ModuleNotFoundError)

@@ -1,9 +1,9 @@
 # Contexts: started values, results, remote failures, and acknowledged cancellation from either side.
 import pytest
 import trio
-from actors import streaming
 
 import subactor
+from actors import streaming
 from subactor.testing import actor_test
 
 
@@ -29,7 +29,7 @@ async def test_remote_failure_after_started_cancels_the_block_and_raises():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
         reached_end = False
-        with pytest.raises(subactor.RemoteActorError) as info:
+        with pytest.raises(subactor.RemoteActorError) as info:  # noqa: PT012 (a nursery-level outcome)
             async with portal.open_context(streaming.fail_after_started) as (_ctx, first):
                 assert first == 'up'
                 await trio.sleep_forever()
@@ -49,10 +49,10 @@ async def test_remote_failure_before_started_raises_from_open_context():
             async with portal.open_context(streaming.fail_before_started):
                 pytest.fail('the block must not run')
         assert info.value.boxed_type is KeyError
-        with pytest.raises(RuntimeError, match='without calling ctx.started'):
+        with pytest.raises(RuntimeError, match=r'without calling ctx\.started'):
             async with portal.open_context(streaming.return_without_started):
                 pytest.fail('the block must not run')
-        with pytest.raises(subactor.RemoteActorError, match='already called'):
+        with pytest.raises(subactor.RemoteActorError, match='already called'):  # noqa: PT012 (a nursery-level outcome)
             async with portal.open_context(streaming.started_twice) as (ctx, first):
                 assert first == 1
                 await ctx.wait_for_result()
@@ -78,7 +78,7 @@ async def test_caller_cancel_is_acknowledged_without_error():
 async def test_callee_cancel_reaches_caller_as_context_cancelled():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
-        with pytest.raises(subactor.ContextCancelled) as info:
+        with pytest.raises(subactor.ContextCancelled) as info:  # noqa: PT012 (a nursery-level outcome)
             async with portal.open_context(streaming.cancel_self) as (_ctx, first):
                 assert first == 'cancelling myself'
                 await trio.sleep_forever()
@@ -117,8 +117,8 @@ async def test_cancel_actor_reports_the_canceller_to_open_contexts():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
         root_uid = subactor.current_actor().uid
-        with pytest.raises(subactor.ContextCancelled) as info:
-            async with portal.open_context(streaming.wait_to_be_cancelled):
+        with pytest.raises(subactor.ContextCancelled) as info:  # noqa: PT012 (a nursery-level outcome)
+            async with portal.open_context(streaming.wait_to_be_cancelled):  # noqa: SIM117
                 # Cancelling the whole actor from here is not a cancel of this context: it is reported.
                 async with trio.open_nursery() as n:
                     n.start_soon(portal.cancel_actor)

@@ -44,22 +44,21 @@ EXIT_BOUND = 10.0
 def test_sigint_ends_tree_with_spinning_and_stuck_children(tmp_path, start_method):
     script = tmp_path / 'ctrl_c.py'
     script.write_text(SCRIPT.format(tests=os.path.dirname(__file__), method=start_method))
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # bounded by the handshake bounds inside the script
-        assert line.strip() == 'READY', line + proc.stderr.read()
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=EXIT_BOUND)
-        elapsed = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stderr = proc.stderr.read()
+    ) as proc:
+        try:
+            line = proc.stdout.readline()  # bounded by the handshake bounds inside the script
+            assert line.strip() == 'READY', line + proc.stderr.read()
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=EXIT_BOUND)
+            elapsed = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stderr = proc.stderr.read()
     assert 'KeyboardInterrupt' in stderr, stderr
     assert proc.returncode in (-signal.SIGINT, 130, 1), (proc.returncode, stderr)
     assert 'Segmentation fault' not in stderr and 'Fatal Python error' not in stderr, stderr

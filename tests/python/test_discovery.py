@@ -1,8 +1,8 @@
 # Discovery through the registrar: find_actor, wait_for_actor, duplicate names, lookups from children.
 import trio
-from actors import basic, nested
 
 import subactor
+from actors import basic, nested
 from subactor.testing import actor_test
 
 

@@ -7,9 +7,9 @@ import struct
 import pytest
 import trio
 import trio.testing
-from actors import basic, streaming
 
 import subactor
+from actors import basic, streaming
 from subactor import _ipc
 from subactor._msg import Hello
 from subactor.testing import actor_test
@@ -33,7 +33,7 @@ async def test_boot_failure_raises_actor_failure_with_the_child_traceback():
 
 @actor_test
 async def test_child_exiting_unexpectedly_raises_actor_failure():
-    with pytest.raises(subactor.ActorFailure) as info:
+    with pytest.raises(subactor.ActorFailure) as info:  # noqa: PT012 (a nursery-level outcome)
         async with subactor.open_nursery() as an:
             portal = await an.start_actor('quitter', enable_modules=['actors.basic'])
             if (await portal.run(basic.whoami))['pid'] == os.getpid():
@@ -49,19 +49,21 @@ async def test_child_exiting_unexpectedly_raises_actor_failure():
 @actor_test(timeout=15)
 async def test_child_killed_mid_stream_ends_the_stream_promptly():
     start = None
-    with pytest.raises((subactor.ActorFailure, subactor.TransportClosed, ExceptionGroup)) as info:
+    with pytest.raises((subactor.ActorFailure, subactor.TransportClosed, ExceptionGroup)) as info:  # noqa: PT012 (a nursery-level outcome)
         async with subactor.open_nursery() as an:
             portal = await an.start_actor('victim', enable_modules=['actors.basic', 'actors.streaming'])
             pid = (await portal.run(basic.whoami))['pid']
             if pid == os.getpid():
                 pytest.skip('the child shares this process: it cannot be killed alone')
-            async with portal.open_context(streaming.stream_then_wait) as (ctx, _):
-                async with ctx.open_stream() as stream:
-                    assert await stream.receive() == 'first'
-                    os.kill(pid, signal.SIGKILL)
-                    start = trio.current_time()
-                    with pytest.raises(subactor.TransportClosed):
-                        await stream.receive()
+            async with (
+                portal.open_context(streaming.stream_then_wait) as (ctx, _),
+                ctx.open_stream() as stream,
+            ):
+                assert await stream.receive() == 'first'
+                os.kill(pid, signal.SIGKILL)
+                start = trio.current_time()
+                with pytest.raises(subactor.TransportClosed):
+                    await stream.receive()
     assert trio.current_time() - start < 5
     # The context's exit sees the lost channel; the supervisor reports the death too unless the teardown
     # that the body's error started reached the child first.
@@ -98,7 +100,7 @@ async def test_garbage_on_the_root_listener_drops_only_that_connection(caplog):
     hello = chan.encode(Hello(['intruder', 'ffff'], os.getpid(), None, None))
     await chan.send_frame(hello + struct.pack('>I', 4) + b'\xc1\xc1\xc1\xc1')
     # The root may or may not answer the hello before it reads the garbage; then it closes the channel.
-    with pytest.raises(subactor.TransportClosed):
+    with pytest.raises(subactor.TransportClosed):  # noqa: PT012 (a nursery-level outcome)
         while True:
             assert isinstance(await chan.recv(), Hello)
     await chan.aclose()
@@ -133,16 +135,15 @@ async def test_peer_disconnect_mid_call_is_transport_closed_for_the_caller():
     # A portal over a discovery channel that we close under a running call.
     async with subactor.open_nursery() as an:
         portal = await an.start_actor('remote', enable_modules=['actors.basic'])
-        async with subactor.find_actor('remote') as found:
-            async with trio.open_nursery() as n:
+        async with subactor.find_actor('remote') as found, trio.open_nursery() as n:
 
-                async def call():
-                    with pytest.raises(subactor.TransportClosed):
-                        await found.run(basic.sleep_forever)
+            async def call():
+                with pytest.raises(subactor.TransportClosed):
+                    await found.run(basic.sleep_forever)
 
-                n.start_soon(call)
-                await trio.testing.wait_all_tasks_blocked()
-                found.channel.abort('test closes it')
+            n.start_soon(call)
+            await trio.testing.wait_all_tasks_blocked()
+            found.channel.abort('test closes it')
         # The child served the dropped call's cancellation and is fine.
         assert await portal.run(basic.add, a=1, b=1) == 2
         await portal.cancel_actor()

@@ -1,9 +1,9 @@
 # Nested trees: children spawn grandchildren; results, errors and cancellation cross every level.
 import pytest
 import trio
-from actors import basic, nested
 
 import subactor
+from actors import basic, nested
 from subactor.testing import actor_test
 
 
@@ -34,7 +34,9 @@ async def test_grandchild_failure_reaches_the_root():
 async def test_root_nursery_cancel_reaches_grandchildren():
     with trio.CancelScope() as scope:
         async with subactor.open_nursery() as an:
-            await an.run_in_actor(nested.spawn_sleeping_grandchild, name='middle', enable_modules=['actors.nested'])
+            await an.run_in_actor(
+                nested.spawn_sleeping_grandchild, name='middle', enable_modules=['actors.nested']
+            )
             async with subactor.wait_for_actor('sleeping-grandchild') as gc:
                 assert (await gc.run(basic.whoami))['parent_uid'][0] == 'middle'
             scope.cancel()

@@ -48,6 +48,7 @@ def test_try_set_start_method_changes_the_default():
 
 def test_missing_native_extension_is_refused_with_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, 'subactor._native', None)
+    monkeypatch.delattr(subactor, '_native', raising=False)
     info = subactor.available_spawn_methods()['subint']
     assert not info.available
     assert 'pip install --no-build-isolation' in info.reason

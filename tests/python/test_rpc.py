@@ -2,9 +2,9 @@
 import pytest
 import trio
 import trio.testing
-from actors import basic, streaming
 
 import subactor
+from actors import basic, streaming
 from subactor.testing import actor_test
 
 
@@ -90,7 +90,7 @@ async def test_context_functions_and_plain_functions_are_not_interchangeable():
         portal = await an.start_actor('kinds', enable_modules=['actors.basic', 'actors.streaming'])
         with pytest.raises(TypeError, match='open_context'):
             await portal.run(streaming.echo_started, value=1)
-        with pytest.raises(TypeError, match='not a @subactor.context function'):
+        with pytest.raises(TypeError, match=r'not a @subactor\.context function'):
             async with portal.open_context(basic.add, a=1, b=2):
                 pass
         # The callee refuses a mismatched request too (a caller bypassing the local checks).

@@ -1,7 +1,6 @@
 # Smoke: one child, one call, on the selected backend.
-from actors import basic
-
 import subactor
+from actors import basic
 from subactor.testing import actor_test
 
 

@@ -1,9 +1,9 @@
 # Streams on contexts: both directions, ordering at volume, end of stream, back-pressure and overrun.
 import pytest
 import trio
-from actors import streaming
 
 import subactor
+from actors import streaming
 from subactor.testing import actor_test
 
 N = 10_000
@@ -25,10 +25,9 @@ async def test_10k_messages_each_direction_in_order():
             assert await ctx.wait_for_result() == N
         assert received == list(range(N))
         # Caller -> callee.
-        async with portal.open_context(streaming.sum_sink) as (ctx, _):
-            async with ctx.open_stream() as stream:
-                for i in range(N):
-                    await stream.send(i)
+        async with portal.open_context(streaming.sum_sink) as (ctx, _), ctx.open_stream() as stream:
+            for i in range(N):
+                await stream.send(i)
         assert await ctx.wait_for_result() == [N, N * (N - 1) // 2, True]
         await portal.cancel_actor()
 
@@ -37,20 +36,19 @@ async def test_10k_messages_each_direction_in_order():
 async def test_bidirectional_echo_stream():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
-        async with portal.open_context(streaming.echo_stream) as (ctx, _):
-            async with ctx.open_stream() as stream:
-                for value in ['a', b'b', {'c': [1]}, None]:
-                    await stream.send(value)
-                    assert await stream.receive() == value
-                # Pipelined: many sends in flight, echoed back in order.
-                async with trio.open_nursery() as n:
+        async with portal.open_context(streaming.echo_stream) as (ctx, _), ctx.open_stream() as stream:
+            for value in ['a', b'b', {'c': [1]}, None]:
+                await stream.send(value)
+                assert await stream.receive() == value
+            # Pipelined: many sends in flight, echoed back in order.
+            async with trio.open_nursery() as n:
 
-                    async def send_all():
-                        for i in range(1000):
-                            await stream.send(i)
+                async def send_all():
+                    for i in range(1000):
+                        await stream.send(i)
 
-                    n.start_soon(send_all)
-                    assert [await stream.receive() for _ in range(1000)] == list(range(1000))
+                n.start_soon(send_all)
+                assert [await stream.receive() for _ in range(1000)] == list(range(1000))
         assert await ctx.wait_for_result() == 'echo done'
         await portal.cancel_actor()
 
@@ -93,12 +91,14 @@ async def test_slow_receiver_makes_fast_sender_wait():
     window = 8
     async with subactor.open_nursery() as an:
         portal = await an.start_actor('fast-sender', enable_modules=['actors.streaming'])
-        async with portal.open_context(streaming.gated_sender, n=100) as (ctx, _):
-            async with ctx.open_stream(msg_buffer_size=window) as stream:
-                await stream.send('go')
-                # Nothing read yet: the sender stalls once the window is full.
-                assert await portal.run(streaming.sent_count_when_stalled) == window
-                received = [await stream.receive() for _ in range(100)]
+        async with (
+            portal.open_context(streaming.gated_sender, n=100) as (ctx, _),
+            ctx.open_stream(msg_buffer_size=window) as stream,
+        ):
+            await stream.send('go')
+            # Nothing read yet: the sender stalls once the window is full.
+            assert await portal.run(streaming.sent_count_when_stalled) == window
+            received = [await stream.receive() for _ in range(100)]
         assert received == list(range(100))
         assert await ctx.wait_for_result() == 100
         await portal.cancel_actor()
@@ -108,13 +108,15 @@ async def test_slow_receiver_makes_fast_sender_wait():
 async def test_overrun_without_backpressure_raises_stream_overrun():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
-        with pytest.raises(subactor.StreamOverrun, match='backpressure'):
-            async with portal.open_context(streaming.flood, n=50) as (ctx, _):
-                async with ctx.open_stream(msg_buffer_size=4, backpressure=False) as stream:
-                    await stream.send('go')
-                    # Wait until the flood has arrived unread, then read.
-                    assert await portal.run(streaming.sent_count_when_stalled) == 50
-                    await stream.receive()
+        with pytest.raises(subactor.StreamOverrun, match='backpressure'):  # noqa: PT012 (a nursery-level outcome)
+            async with (
+                portal.open_context(streaming.flood, n=50) as (ctx, _),
+                ctx.open_stream(msg_buffer_size=4, backpressure=False) as stream,
+            ):
+                await stream.send('go')
+                # Wait until the flood has arrived unread, then read.
+                assert await portal.run(streaming.sent_count_when_stalled) == 50
+                await stream.receive()
         # The channel survived: the actor still serves.
         assert await portal.run(streaming.last_outcome) is not None
         await portal.cancel_actor()

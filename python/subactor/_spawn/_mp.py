@@ -36,11 +36,19 @@ class MpChild(Child):
         self.pid = proc.pid
         self._bounds = bounds
         self._tail_path = tail_path
+        # trio allows one waiter per fd: one system task watches the sentinel, every wait() waits on the event.
+        self._gone = trio.Event()
+        trio.lowlevel.spawn_system_task(self._watch_exit, name=f'mp-exit-watch:{proc.name}')
 
-    async def wait(self) -> int | None:
-        if self.proc.exitcode is None:
+    async def _watch_exit(self) -> None:
+        try:
             await trio.lowlevel.wait_readable(self.proc.sentinel)
             self.proc.join(0)
+        finally:
+            self._gone.set()
+
+    async def wait(self) -> int | None:
+        await self._gone.wait()
         return self.proc.exitcode
 
     def exited(self) -> bool:
@@ -65,6 +73,8 @@ class MpChild(Child):
             return ''
 
     def cleanup(self) -> None:
+        if not self._gone.is_set():
+            return  # still running (abandoned by its supervisor): its sentinel stays watched
         try:
             os.unlink(self._tail_path)
         except OSError:

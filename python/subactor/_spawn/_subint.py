@@ -39,9 +39,9 @@ DEFAULT_POOL_SIZE = int(os.environ.get('SUBACTOR_SUBINT_POOL', '4'))
 _COLD_BOOTSTRAP = """\
 import os as _os, sys as _sys
 _sys.path[:0] = [_p for _p in {sys_path!r} if _p not in _sys.path]
-_fd = _os.dup({fd})
+_fd, _kill = _os.dup({fd}), _os.dup({kill_fd})
 from subactor._spawn._subint import child_bootstrap
-child_bootstrap(_fd, {name!r}, {uuid!r})
+child_bootstrap(_fd, {name!r}, {uuid!r}, _kill)
 """
 
 _WARM_BOOTSTRAP = """\
@@ -71,11 +71,12 @@ def current_interp_id() -> int | None:
         return None
 
 
-def child_bootstrap(fd: int, name: str, uuid: str) -> None:
-    """Runs inside the child interpreter: serve as actor (name, uuid) on the inherited socket fd."""
+def child_bootstrap(fd: int, name: str, uuid: str, kill_fd: int) -> None:
+    """Runs inside the child interpreter: serve as actor (name, uuid) on the inherited socket fd; a byte on
+    kill_fd ends its trio.run at once, shielded tasks included."""
     from .._entry import run_child_from_fd
 
-    code = run_child_from_fd(fd, (name, uuid), 'subint', interp_id=current_interp_id())
+    code = run_child_from_fd(fd, (name, uuid), 'subint', interp_id=current_interp_id(), kill_fd=kill_fd)
     if code:
         raise SystemExit(code)
 
@@ -88,7 +89,7 @@ def warm_imports() -> None:
     from .. import _entry, _supervise  # noqa: F401
 
 
-def read_assignment(read_fd: int) -> tuple[int, str, str] | None:
+def read_assignment(read_fd: int) -> tuple[int, str, str, int] | None:
     """Block (GIL released) until the parent assigns this pooled interpreter; None when the pool closes."""
     data = b''
     try:
@@ -99,17 +100,18 @@ def read_assignment(read_fd: int) -> tuple[int, str, str] | None:
             data += chunk
     finally:
         os.close(read_fd)
-    fd, name, uuid = data.decode().rstrip('\n').split('\x00')
-    return os.dup(int(fd)), name, uuid
+    fd, name, uuid, kill_fd = data.decode().rstrip('\n').split('\x00')
+    return os.dup(int(fd)), name, uuid, os.dup(int(kill_fd))
 
 
 class SubintChild(Child):
     """A child actor in a subinterpreter on its own driver thread."""
 
-    def __init__(self, handle: Any, bounds: Bounds, child_sock: socket.socket) -> None:
+    def __init__(self, handle: Any, bounds: Bounds, child_sock: socket.socket, kill_pipe: tuple[int, int]) -> None:
         self.handle = handle
         self._bounds = bounds
         self._child_sock = child_sock
+        self._kill_r, self._kill_w = kill_pipe
         # Set when the thread is done (exit_fd readable) or abandoned. One system task watches the fd: trio
         # allows a single waiter per fd, and a system task outlives any cancel scope of the waiters.
         self._gone = trio.Event()
@@ -147,6 +149,12 @@ class SubintChild(Child):
             # takes tens of milliseconds, and a second exception landing in that teardown only slows it.
             attempts = max(1, int(self._bounds.interrupt_attempts))
             unit = self._bounds.interrupt_join_timeout / (2**attempts - 1)
+            # The kill pipe ends the child's trio.run as soon as its loop runs (even with shielded tasks); the
+            # injected exception makes a loop that is busy in Python code run.
+            try:
+                os.write(self._kill_w, b'k')
+            except OSError:
+                pass
             for attempt in range(attempts):
                 if not self.handle.interrupt('KeyboardInterrupt'):
                     break  # finished meanwhile
@@ -173,9 +181,15 @@ class SubintChild(Child):
 
     def after_handshake(self) -> None:
         self._child_sock.close()
+        os.close(self._kill_r)
+        self._kill_r = -1
 
     def cleanup(self) -> None:
         self._child_sock.close()
+        for fd in (self._kill_r, self._kill_w):
+            if fd >= 0:
+                os.close(fd)
+        self._kill_r = self._kill_w = -1
         if self.handle.outcome is not None:
             self.handle.join(0)
             self.handle.close()
@@ -220,11 +234,13 @@ class _WarmPool:
 
 
 _pool: _WarmPool | None = None
+_pool_configured = False  # set_warm_pool_size() was called: never fall back to the default pool
 
 
 def set_warm_pool_size(size: int) -> None:
     """Keep `size` pre-imported interpreters ready for subint spawns in this process (0 disables)."""
-    global _pool
+    global _pool, _pool_configured
+    _pool_configured = True
     if not isinstance(size, int) or size < 0:
         raise ValueError(f'warm pool size must be a non-negative int, not {size!r}')
     if _pool is not None:
@@ -261,7 +277,7 @@ def _take_warm() -> tuple[Any, int] | None:
     global _pool
     if _pool is None:
         # Only the root interpreter keeps a pool by default; nested actors spawn cold unless asked.
-        if current_interp_id() not in (0, None) or DEFAULT_POOL_SIZE == 0:
+        if _pool_configured or current_interp_id() not in (0, None) or DEFAULT_POOL_SIZE == 0:
             return None
         set_warm_pool_size(DEFAULT_POOL_SIZE)
         assert _pool is not None
@@ -276,19 +292,25 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     name, uuid = uid
     child_fd = child_sock.fileno()
+    kill_r, kill_w = os.pipe()
     try:
         warm = _take_warm()
         if warm is not None:
             handle, write_fd = warm
             try:
-                os.write(write_fd, f'{child_fd}\x00{name}\x00{uuid}\n'.encode())
+                os.write(write_fd, f'{child_fd}\x00{name}\x00{uuid}\x00{kill_r}\n'.encode())
             finally:
                 os.close(write_fd)
         else:
-            code = _COLD_BOOTSTRAP.format(fd=child_fd, name=name, uuid=uuid, sys_path=_sys_path())
+            code = _COLD_BOOTSTRAP.format(
+                fd=child_fd, name=name, uuid=uuid, kill_fd=kill_r, sys_path=_sys_path()
+            )
             handle = _native().spawn(code, name=name)
     except BaseException:
         parent_sock.close()
         child_sock.close()
+        os.close(kill_r)
+        os.close(kill_w)
         raise
-    return SubintChild(handle, bounds, child_sock), channel_from_socket(parent_sock, label='child')
+    child = SubintChild(handle, bounds, child_sock, (kill_r, kill_w))
+    return child, channel_from_socket(parent_sock, label='child')

@@ -2,6 +2,7 @@
 import time
 
 import trio
+import trio.lowlevel
 
 import subactor
 
@@ -36,7 +37,7 @@ async def stream_forever(ctx):
         while True:
             await stream.send(i)
             i += 1
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
 
 async def use_worker_thread():
