@@ -68,3 +68,20 @@ def test_refuses_to_load_in_an_interpreter_with_its_own_gil():
         _interpreters.destroy(interp)
     assert failure is not None
     assert 'does not support loading in subinterpreters' in failure.msg
+
+
+def test_running_interpreter_is_marked_running_and_cannot_be_destroyed(pipe):
+    _interpreters = pytest.importorskip('_interpreters')
+    r, w = pipe
+    release_r, release_w = os.pipe()
+    handle = driver.spawn(f"import os\nos.write({w}, b'x')\nos.read({release_r}, 1)\n")
+    try:
+        assert select.select([r], [], [], 10)[0]
+        assert _interpreters.is_running(handle.id)
+        with pytest.raises(_interpreters.InterpreterError, match='running'):
+            _interpreters.destroy(handle.id)
+    finally:
+        os.write(release_w, b'x')
+        assert handle.join(10)
+        os.close(release_r)
+        os.close(release_w)
