@@ -68,7 +68,12 @@ case "$cmd" in
     do_build
     do_lint
     do_ctest
+    # Every backend runs the whole actor suite; the driver's own tests run once (backend-independent, and
+    # their leak checks expect no warm interpreter pool around).
     do_pytest tests/python "$@"
+    for backend in subint mp_spawn mp_forkserver; do
+      do_pytest tests/python --spawn-backend="$backend" --ignore-glob='tests/python/test_native_*' "$@"
+    done
     stamp "all tests passed in $((SECONDS - t0)) s"
     ;;
   demo) do_build; "$py" -m subactor.demo "$@" ;;

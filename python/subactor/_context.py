@@ -40,7 +40,9 @@ def context(fn: Callable[..., Any]) -> Callable[..., Any]:
         raise TypeError(f'@subactor.context needs an async function, not {fn!r}')
     params = list(inspect.signature(fn).parameters)
     if not params or params[0] != 'ctx':
-        raise TypeError(f"@subactor.context function {fn.__qualname__} must take 'ctx' as its first parameter")
+        raise TypeError(
+            f"@subactor.context function {fn.__qualname__} must take 'ctx' as its first parameter"
+        )
     fn._subactor_context = True  # type: ignore[attr-defined]
     return fn
 
@@ -52,7 +54,9 @@ def is_context_fn(fn: Any) -> bool:
 class Context:
     """One remote task, seen from the caller (opened with `portal.open_context`) or the callee (its `ctx`)."""
 
-    def __init__(self, chan: Channel, cid: str, *, side: str, local_uid: tuple[str, str], fn_name: str) -> None:
+    def __init__(
+        self, chan: Channel, cid: str, *, side: str, local_uid: tuple[str, str], fn_name: str
+    ) -> None:
         self.chan = chan
         self.cid = cid
         self.side = side

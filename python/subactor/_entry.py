@@ -128,7 +128,11 @@ def retire_threads(timeout: float) -> list[str]:
             idle.pop(worker, None)
             worker._job = (lambda: None, lambda _result: None, None)
             worker._worker_lock.release()
-    except (ImportError, AttributeError, RuntimeError):  # a trio without this cache: the joins below still bound it
+    except (
+        ImportError,
+        AttributeError,
+        RuntimeError,
+    ):  # a trio without this cache: the joins below still bound it
         pass
     deadline = time.monotonic() + timeout
     me = threading.current_thread()

@@ -109,7 +109,20 @@ class CancelActor(msgspec.Struct, tag='cancel-actor', array_like=True):
     cid: str
 
 
-Msg = Hello | SpawnSpec | Ready | Start | Started | Yield | Stop | Credit | Return | Error | CancelTask | CancelActor
+Msg = (
+    Hello
+    | SpawnSpec
+    | Ready
+    | Start
+    | Started
+    | Yield
+    | Stop
+    | Credit
+    | Return
+    | Error
+    | CancelTask
+    | CancelActor
+)
 
 _CID_MSGS = (Started, Yield, Stop, Credit, Return, Error)
 

@@ -30,7 +30,9 @@ def test_every_analysis_is_cited_and_names_a_test_that_exists():
         if doc.name == 'README.md':
             continue
         assert rel in cited, f'{rel} is not cited from any code or test'
-        tests = re.findall(r'tests/(?:python|cpp)/[A-Za-z0-9_/]+\.(?:py|cpp)', doc.read_text(encoding='utf-8'))
+        tests = re.findall(
+            r'tests/(?:python|cpp)/[A-Za-z0-9_/]+\.(?:py|cpp)', doc.read_text(encoding='utf-8')
+        )
         assert tests, f'{rel} names no regression test'
         for test in tests:
             assert (ROOT / test).is_file(), f'{rel} names {test}, which does not exist'

@@ -29,7 +29,7 @@ async def test_remote_failure_after_started_cancels_the_block_and_raises():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
         reached_end = False
-        with pytest.raises(subactor.RemoteActorError) as info:  # noqa: PT012 (a nursery-level outcome)
+        with pytest.raises(subactor.RemoteActorError) as info:
             async with portal.open_context(streaming.fail_after_started) as (_ctx, first):
                 assert first == 'up'
                 await trio.sleep_forever()
@@ -52,7 +52,7 @@ async def test_remote_failure_before_started_raises_from_open_context():
         with pytest.raises(RuntimeError, match=r'without calling ctx\.started'):
             async with portal.open_context(streaming.return_without_started):
                 pytest.fail('the block must not run')
-        with pytest.raises(subactor.RemoteActorError, match='already called'):  # noqa: PT012 (a nursery-level outcome)
+        with pytest.raises(subactor.RemoteActorError, match='already called'):
             async with portal.open_context(streaming.started_twice) as (ctx, first):
                 assert first == 1
                 await ctx.wait_for_result()
@@ -78,7 +78,7 @@ async def test_caller_cancel_is_acknowledged_without_error():
 async def test_callee_cancel_reaches_caller_as_context_cancelled():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
-        with pytest.raises(subactor.ContextCancelled) as info:  # noqa: PT012 (a nursery-level outcome)
+        with pytest.raises(subactor.ContextCancelled) as info:
             async with portal.open_context(streaming.cancel_self) as (_ctx, first):
                 assert first == 'cancelling myself'
                 await trio.sleep_forever()
@@ -117,8 +117,8 @@ async def test_cancel_actor_reports_the_canceller_to_open_contexts():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
         root_uid = subactor.current_actor().uid
-        with pytest.raises(subactor.ContextCancelled) as info:  # noqa: PT012 (a nursery-level outcome)
-            async with portal.open_context(streaming.wait_to_be_cancelled):  # noqa: SIM117
+        with pytest.raises(subactor.ContextCancelled) as info:
+            async with portal.open_context(streaming.wait_to_be_cancelled):
                 # Cancelling the whole actor from here is not a cancel of this context: it is reported.
                 async with trio.open_nursery() as n:
                     n.start_soon(portal.cancel_actor)

@@ -54,7 +54,7 @@ def test_remote_error_pickles_with_its_details():
 
 @actor_test
 async def test_run_in_actor_error_cancels_siblings_and_raises_bare():
-    with pytest.raises(subactor.RemoteActorError) as info:  # noqa: PT012 (a nursery-level outcome)
+    with pytest.raises(subactor.RemoteActorError) as info:
         async with subactor.open_nursery() as an:
             sibling = await an.start_actor('sibling', enable_modules=['actors.basic'])
             await an.run_in_actor(basic.raise_value_error, name='failer', msg='one failure')
@@ -71,7 +71,7 @@ async def portal_sleep(portal):
 
 @actor_test
 async def test_several_child_errors_raise_an_exception_group():
-    with pytest.raises(ExceptionGroup) as info:  # noqa: PT012 (a nursery-level outcome)
+    with pytest.raises(ExceptionGroup) as info:
         async with subactor.open_nursery() as an:
             # Shielded, the body outlives the first failure, so both errors are recorded.
             with trio.CancelScope(shield=True):
@@ -89,7 +89,7 @@ async def test_several_child_errors_raise_an_exception_group():
 
 @actor_test
 async def test_body_error_with_child_error_raises_both():
-    with pytest.raises(ExceptionGroup) as info:  # noqa: PT012 (a nursery-level outcome)
+    with pytest.raises(ExceptionGroup) as info:
         async with subactor.open_nursery() as an:
             portal = await an.run_in_actor(basic.raise_value_error, name='failer', msg='child failure')
             with pytest.raises(subactor.RemoteActorError):
@@ -101,7 +101,7 @@ async def test_body_error_with_child_error_raises_both():
 
 @actor_test
 async def test_body_error_alone_is_raised_bare_and_children_cancelled():
-    with pytest.raises(KeyError, match='only the body'):  # noqa: PT012 (a nursery-level outcome)
+    with pytest.raises(KeyError, match='only the body'):
         async with subactor.open_nursery() as an:
             portal = await an.start_actor('bystander', enable_modules=['actors.basic'])
             raise KeyError('only the body')

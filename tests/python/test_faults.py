@@ -33,7 +33,7 @@ async def test_boot_failure_raises_actor_failure_with_the_child_traceback():
 
 @actor_test
 async def test_child_exiting_unexpectedly_raises_actor_failure():
-    with pytest.raises(subactor.ActorFailure) as info:  # noqa: PT012 (a nursery-level outcome)
+    with pytest.raises(subactor.ActorFailure) as info:
         async with subactor.open_nursery() as an:
             portal = await an.start_actor('quitter', enable_modules=['actors.basic'])
             if (await portal.run(basic.whoami))['pid'] == os.getpid():
@@ -49,7 +49,7 @@ async def test_child_exiting_unexpectedly_raises_actor_failure():
 @actor_test(timeout=15)
 async def test_child_killed_mid_stream_ends_the_stream_promptly():
     start = None
-    with pytest.raises((subactor.ActorFailure, subactor.TransportClosed, ExceptionGroup)) as info:  # noqa: PT012 (a nursery-level outcome)
+    with pytest.raises((subactor.ActorFailure, subactor.TransportClosed, ExceptionGroup)) as info:
         async with subactor.open_nursery() as an:
             portal = await an.start_actor('victim', enable_modules=['actors.basic', 'actors.streaming'])
             pid = (await portal.run(basic.whoami))['pid']
@@ -100,7 +100,7 @@ async def test_garbage_on_the_root_listener_drops_only_that_connection(caplog):
     hello = chan.encode(Hello(['intruder', 'ffff'], os.getpid(), None, None))
     await chan.send_frame(hello + struct.pack('>I', 4) + b'\xc1\xc1\xc1\xc1')
     # The root may or may not answer the hello before it reads the garbage; then it closes the channel.
-    with pytest.raises(subactor.TransportClosed):  # noqa: PT012 (a nursery-level outcome)
+    with pytest.raises(subactor.TransportClosed):
         while True:
             assert isinstance(await chan.recv(), Hello)
     await chan.aclose()

@@ -108,7 +108,7 @@ async def test_slow_receiver_makes_fast_sender_wait():
 async def test_overrun_without_backpressure_raises_stream_overrun():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
-        with pytest.raises(subactor.StreamOverrun, match='backpressure'):  # noqa: PT012 (a nursery-level outcome)
+        with pytest.raises(subactor.StreamOverrun, match='backpressure'):
             async with (
                 portal.open_context(streaming.flood, n=50) as (ctx, _),
                 ctx.open_stream(msg_buffer_size=4, backpressure=False) as stream,

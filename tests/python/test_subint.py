@@ -7,9 +7,9 @@ import threading
 
 import pytest
 import trio
-from actors import basic, stuck
 
 import subactor
+from actors import basic, stuck
 from subactor.testing import actor_test
 
 pytestmark = pytest.mark.skipon_spawn_backend(
@@ -150,7 +150,7 @@ def test_child_stuck_in_c_is_abandoned_and_does_not_block_exit(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=30, env=dict(os.environ)
     )
-    assert 'abandoned: [\'stuck_in_c\']' in proc.stdout, proc.stdout + proc.stderr
+    assert "abandoned: ['stuck_in_c']" in proc.stdout, proc.stdout + proc.stderr
     assert "warned: ['ChildAbandoned']" in proc.stdout, proc.stdout + proc.stderr
     assert 'root exited' in proc.stdout
     assert 'Segmentation fault' not in proc.stderr and proc.returncode >= 0, proc.stderr

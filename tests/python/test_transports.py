@@ -51,7 +51,7 @@ async def test_uds_socket_files_are_private_and_removed_on_exit(start_method):
 @actor_test(root=False)
 async def test_uds_socket_file_removed_after_child_is_killed(start_method):
     async with subactor.open_root_actor(start_method=start_method, transport='uds'):
-        with pytest.raises(subactor.ActorFailure) as info:  # noqa: PT012 (a nursery-level outcome)
+        with pytest.raises(subactor.ActorFailure) as info:
             async with subactor.open_nursery() as an:
                 portal = await an.start_actor('doomed', enable_modules=['actors.basic'])
                 me = await portal.run(basic.whoami)

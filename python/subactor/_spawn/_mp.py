@@ -120,7 +120,9 @@ async def spawn_mp(uid: tuple[str, str], method: str, bounds: Bounds) -> tuple[C
         os.umask(old_umask)
     listener.listen(1)
     try:
-        proc = ctx.Process(target=_child_entry, args=(sock_path, uid, method, tail_path), name=uid[0], daemon=False)
+        proc = ctx.Process(
+            target=_child_entry, args=(sock_path, uid, method, tail_path), name=uid[0], daemon=False
+        )
         # Blocks for the fork server's round trip or the fork+exec: about a millisecond, no thread needed.
         proc.start()
         child = MpChild(proc, bounds, tail_path)
@@ -147,4 +149,3 @@ async def spawn_mp(uid: tuple[str, str], method: str, bounds: Bounds) -> tuple[C
             os.unlink(sock_path)
         except OSError:
             pass
-

@@ -82,7 +82,10 @@ _CHECKS: dict[str, tuple[Callable[[], str | None], str]] = {
         _check_mp('mp_forkserver'),
         "each actor is forked by multiprocessing's fork server (itself started by fork+exec)",
     ),
-    'subint': (_check_subint, 'each actor is a legacy-config subinterpreter on its own OS thread (native driver)'),
+    'subint': (
+        _check_subint,
+        'each actor is a legacy-config subinterpreter on its own OS thread (native driver)',
+    ),
     'subint_fork': (_check_subint_fork, 'fork a process from a subinterpreter (always refused)'),
 }
 

@@ -107,7 +107,9 @@ def read_assignment(read_fd: int) -> tuple[int, str, str, int] | None:
 class SubintChild(Child):
     """A child actor in a subinterpreter on its own driver thread."""
 
-    def __init__(self, handle: Any, bounds: Bounds, child_sock: socket.socket, kill_pipe: tuple[int, int]) -> None:
+    def __init__(
+        self, handle: Any, bounds: Bounds, child_sock: socket.socket, kill_pipe: tuple[int, int]
+    ) -> None:
         self.handle = handle
         self._bounds = bounds
         self._child_sock = child_sock
