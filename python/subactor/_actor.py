@@ -284,7 +284,10 @@ class Actor:
                 # A call that arrived before a cancel request is cancelled with the rest (its scope already
                 # is), even when this task only starts after the request: only later calls are refused.
                 if self._cancel_called and not task.scope.cancel_called:
-                    raise RuntimeError(f'actor {self.name!r} is shutting down and takes no new calls')
+                    # Refused as a cancellation: to the caller this call was cancelled with the actor.
+                    ctx.canceller = self._cancel_requested_by or self.uid
+                    await self._send_final(chan, self._cancel_error(ctx))
+                    return
                 fn = self.lookup(msg.ns, msg.func)
                 with task.scope:
                     result = await self._invoke(fn, msg, ctx)
