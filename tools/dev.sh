@@ -70,10 +70,16 @@ case "$cmd" in
     do_ctest
     # Every backend runs the whole actor suite; the driver's own tests run once (backend-independent, and
     # their leak checks expect no warm interpreter pool around).
-    do_pytest tests/python "$@"
+    failed=()
+    do_pytest tests/python "$@" || failed+=(trio)
     for backend in subint mp_spawn mp_forkserver; do
-      do_pytest tests/python --spawn-backend="$backend" --ignore-glob='tests/python/test_native_*' "$@"
+      do_pytest tests/python --spawn-backend="$backend" --ignore-glob='tests/python/test_native_*' "$@" \
+        || failed+=("$backend")
     done
+    if ((${#failed[@]})); then
+      stamp "FAILED on backend(s): ${failed[*]} ($((SECONDS - t0)) s)"
+      exit 1
+    fi
     stamp "all tests passed in $((SECONDS - t0)) s"
     ;;
   demo) do_build; "$py" -m subactor.demo "$@" ;;

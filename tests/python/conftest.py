@@ -17,6 +17,7 @@ KNOWN_FAILING = {
         'test_rpc.py::test_run_sync_async_and_values_round_trip': 'a value type does not round-trip on subint',
         'test_cancellation.py::test_cancelling_parent_scope_cancels_the_subtree': 'stale registry entry',
         'test_context.py::test_remote_failure_after_started_cancels_the_block_and_raises': 'flaky on subint',
+        'test_subint.py::test_interrupt_reclaims_child_ignoring_cancellation': 'kill-pipe race, flaky',
     },
     'mp_spawn': {
         'test_ctrl_c.py::test_sigint_ends_tree_with_spinning_and_stuck_children': 'mp children see SIGINT',
