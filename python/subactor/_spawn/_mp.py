@@ -43,7 +43,9 @@ class MpChild(Child):
     async def _watch_exit(self) -> None:
         try:
             await trio.lowlevel.wait_readable(self.proc.sentinel)
-            self.proc.join(0)
+            # The sentinel closes as the child exits, a moment before it can be reaped: this join returns at
+            # once in practice, and is bounded anyway.
+            self.proc.join(self._bounds.terminate_timeout)
         finally:
             self._gone.set()
 
