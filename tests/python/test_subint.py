@@ -35,36 +35,24 @@ async def test_child_reports_its_interpreter_and_shares_the_process():
     assert info['pid'] == os.getpid()
 
 
+@pytest.mark.parametrize(
+    ('fn', 'signal_value'),
+    [(stuck.spin_after_started, 'spinning'), (stuck.ignore_cancel_after_started, 'shielded')],
+    ids=['spinning_in_python', 'ignoring_cancellation'],
+)
 @actor_test(bounds=FAST)
-async def test_interrupt_reclaims_child_spinning_in_python():
+async def test_interrupt_reclaims_child(fn, signal_value):
     async with subactor.open_nursery() as an:
-        portal = await an.start_actor('spinner', enable_modules=['actors.stuck'])
+        portal = await an.start_actor('stuck', enable_modules=['actors.stuck'])
         async with trio.open_nursery() as n:
 
             async def hold_context(task_status=trio.TASK_STATUS_IGNORED):
                 with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
-                    async with portal.open_context(stuck.spin_after_started) as (_, first):
+                    async with portal.open_context(fn) as (_, first):
                         task_status.started(first)
                         await trio.sleep_forever()
 
-            assert await n.start(hold_context) == 'spinning'
-            await an.cancel()
-    assert subactor.current_actor().abandoned == []
-
-
-@actor_test(bounds=FAST)
-async def test_interrupt_reclaims_child_ignoring_cancellation():
-    async with subactor.open_nursery() as an:
-        portal = await an.start_actor('stubborn', enable_modules=['actors.stuck'])
-        async with trio.open_nursery() as n:
-
-            async def hold_context(task_status=trio.TASK_STATUS_IGNORED):
-                with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
-                    async with portal.open_context(stuck.ignore_cancel_after_started) as (_, first):
-                        task_status.started(first)
-                        await trio.sleep_forever()
-
-            assert await n.start(hold_context) == 'shielded'
+            assert await n.start(hold_context) == signal_value
             await an.cancel()
     assert subactor.current_actor().abandoned == []
 

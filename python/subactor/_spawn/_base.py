@@ -126,6 +126,18 @@ async def parent_handshake(
     return as_addr(reply.listen_addr) if reply.listen_addr else None
 
 
+async def terminate_then_kill(proc: Any, wait: Any, terminate_timeout: float) -> None:
+    """Hard kill of an OS process child: SIGTERM, wait `terminate_timeout`, then SIGKILL (which cannot be
+    refused: the kernel ends it promptly) and wait for the reap. Shielded: teardown must finish."""
+    with trio.CancelScope(shield=True):
+        proc.terminate()
+        with trio.move_on_after(terminate_timeout):
+            await wait()
+            return
+        proc.kill()
+        await wait()
+
+
 async def _reap_failed(child: Child) -> int | None:
     """Wait briefly for a child that failed its handshake to exit; kill it if it does not."""
     with trio.CancelScope(shield=True):

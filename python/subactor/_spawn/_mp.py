@@ -19,7 +19,7 @@ import trio
 
 from .._errors import ActorFailure
 from .._ipc import Channel, channel_from_socket, runtime_dir
-from ._base import Child
+from ._base import Child, terminate_then_kill
 
 if TYPE_CHECKING:
     from .._config import Bounds
@@ -57,15 +57,8 @@ class MpChild(Child):
         return self.proc.exitcode is not None
 
     async def hard_kill(self) -> None:
-        with trio.CancelScope(shield=True):
-            if self.exited():
-                return
-            self.proc.terminate()
-            with trio.move_on_after(self._bounds.terminate_timeout):
-                await self.wait()
-                return
-            self.proc.kill()
-            await self.wait()
+        if not self.exited():
+            await terminate_then_kill(self.proc, self.wait, self._bounds.terminate_timeout)
 
     def failure_detail(self) -> str:
         try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._ipc import Channel, channel_from_socket
-from ._base import Child, child_env
+from ._base import Child, child_env, terminate_then_kill
 
 if TYPE_CHECKING:
     from .._config import Bounds
@@ -35,15 +35,8 @@ class ProcessChild(Child):
         return self.proc.returncode is not None
 
     async def hard_kill(self) -> None:
-        with trio.CancelScope(shield=True):
-            if self.exited():
-                return
-            self.proc.terminate()
-            with trio.move_on_after(self._bounds.terminate_timeout):
-                await self.proc.wait()
-                return
-            self.proc.kill()
-            await self.proc.wait()  # SIGKILL cannot be refused: the kernel reaps promptly
+        if not self.exited():
+            await terminate_then_kill(self.proc, self.proc.wait, self._bounds.terminate_timeout)
 
     def failure_detail(self) -> str:
         return ''.join(self._tail)
