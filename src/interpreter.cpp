@@ -316,10 +316,11 @@ void Interpreter::Run() {
   PyInterpreterState* interp = PyThreadState_GetInterpreter(tstate);
   if (_PyInterpreterState_SetRunningMain(interp) < 0) PyErr_Clear();
   PyObject* pending = nullptr;
+  const int64_t id = PyInterpreterState_GetID(interp);
   {
     std::lock_guard lock(mu_);
     interp_ = interp;
-    id_ = PyInterpreterState_GetID(interp);
+    id_ = id;
     if (state_ == State::kStarting) state_ = State::kRunning;
     pending = std::exchange(pending_exc_, nullptr);
   }
@@ -340,6 +341,7 @@ void Interpreter::Run() {
   PyErr_Clear();
   _PyInterpreterState_SetNotRunningMain(interp);
   Py_EndInterpreter(tstate);  // returns with no thread state and the GIL released
+  Registry::Get().SetLabel(id, "");
   Finish(std::move(outcome));
 }
 

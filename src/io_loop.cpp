@@ -7,6 +7,7 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -18,9 +19,13 @@
 namespace subactor {
 namespace {
 
+// An armed watchdog stays in the table until it is disarmed in time or its dump is complete, so a late
+// DisarmWatchdog can wait for the dump instead of reading half a file.
 std::mutex watchdogs_mu;
-std::map<int64_t, std::shared_ptr<Timer>>* watchdogs = new std::map<int64_t, std::shared_ptr<Timer>>();
-int64_t next_watchdog_id = 1;  // GUARDED_BY(watchdogs_mu)
+std::condition_variable watchdogs_cv;  // notified when a fired watchdog's dump is complete
+std::map<int64_t, std::shared_ptr<Timer>>* watchdogs =
+    new std::map<int64_t, std::shared_ptr<Timer>>();  // GUARDED_BY(watchdogs_mu), leaked like the loop
+int64_t next_watchdog_id = 1;                         // GUARDED_BY(watchdogs_mu)
 
 void WatchdogDump(const std::string& path) {
   std::FILE* out = std::fopen(path.c_str(), "a");
@@ -33,7 +38,7 @@ void WatchdogDump(const std::string& path) {
   WriteDriverView(out);
   std::fflush(out);  // on disk even if the GIL never comes (a thread holding it in C forever)
   if (!WithGil([out] { WriteStacks(out); })) std::fputs("(runtime finalizing: stacks not read)\n", out);
-  std::fputc('\n', out);
+  std::fputs(kDumpEnd, out);
   std::fclose(out);
 }
 
@@ -93,25 +98,26 @@ int64_t ArmWatchdog(double seconds, std::string path) {
   std::lock_guard lock(watchdogs_mu);
   const int64_t id = next_watchdog_id++;
   (*watchdogs)[id] = IoLoop::Get().After(seconds, [id, path = std::move(path)] {
-    {
-      std::lock_guard lock(watchdogs_mu);
-      watchdogs->erase(id);
-    }
     WatchdogDump(path);
+    std::lock_guard lock(watchdogs_mu);
+    watchdogs->erase(id);
+    watchdogs_cv.notify_all();
   });
   return id;
 }
 
-bool DisarmWatchdog(int64_t id) {
-  std::shared_ptr<Timer> timer;
-  {
-    std::lock_guard lock(watchdogs_mu);
-    auto it = watchdogs->find(id);
-    if (it == watchdogs->end()) return false;
-    timer = std::move(it->second);
+bool DisarmWatchdog(int64_t id, double wait) {
+  std::unique_lock lock(watchdogs_mu);
+  auto it = watchdogs->find(id);
+  if (it == watchdogs->end()) return false;
+  if (it->second->Cancel()) {
     watchdogs->erase(it);
+    return true;
   }
-  return timer->Cancel();
+  // It fired: its dump is being written (and may need the GIL, which the caller must not hold).
+  const auto bound = std::chrono::duration<double>(std::clamp(wait, 0.0, 1e7));
+  watchdogs_cv.wait_for(lock, bound, [id] { return !watchdogs->contains(id); });
+  return false;
 }
 
 }  // namespace subactor

@@ -63,8 +63,12 @@ bool WithGil(const std::function<void()>& fn);
 std::shared_ptr<Timer> InterruptAfter(std::shared_ptr<Interpreter> handle, double seconds, PyObject* exc);
 
 // arm_watchdog(): unless disarmed within seconds, appends a dump (WriteDriverView, then with the GIL
-// WriteStacks) to path from the io thread. Returns an id for DisarmWatchdog (true if it had not fired).
+// WriteStacks, then kDumpEnd) to path from the io thread. Returns an id for DisarmWatchdog.
 int64_t ArmWatchdog(double seconds, std::string path);
-bool DisarmWatchdog(int64_t id);
+
+// Returns true if the watchdog had not fired (it never will now). If it fired and its dump is still being
+// written, waits up to `wait` seconds for the dump to be complete first. Call WITHOUT the GIL when wait > 0
+// (the dump needs it).
+bool DisarmWatchdog(int64_t id, double wait = 0);
 
 }  // namespace subactor

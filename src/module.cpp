@@ -212,7 +212,25 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
       },
       py::arg("seconds"), py::arg("path"),
       "Dump stacks to path unless disarmed within seconds; returns an id");
-  m.def("disarm_watchdog", &subactor::DisarmWatchdog, py::arg("id"),
-        "Cancel a watchdog; True if it had not fired");
+  m.def(
+      "disarm_watchdog",
+      [](int64_t id, double wait) {
+        CheckSeconds(wait, "wait");
+        GilRelease release;
+        return subactor::DisarmWatchdog(id, wait);
+      },
+      py::arg("id"), py::kw_only(), py::arg("wait") = 0.0,
+      "Cancel a watchdog; True if it had not fired. If it fired, wait up to `wait` seconds for its dump "
+      "to be complete");
+  m.def(
+      "set_interpreter_label",
+      [](const py::object& label) {
+        subactor::Registry::Get().SetLabel(CurrentInterpreterId(), CheckStr(label, "label"));
+      },
+      py::arg("label"),
+      "Label the calling interpreter in stack dumps (e.g. with the actor it runs); '' removes the label");
+  m.def(
+      "interpreter_labels", [] { return subactor::Registry::Get().Labels(); },
+      "The labels set with set_interpreter_label, by interpreter id");
   m.def("current_interpreter_id", &CurrentInterpreterId, "The id of the calling interpreter");
 }

@@ -39,6 +39,20 @@ size_t Registry::LiveCount() const {
   return live_.size();
 }
 
+void Registry::SetLabel(int64_t interp_id, std::string label) {
+  std::lock_guard lock(mu_);
+  if (label.empty()) {
+    labels_.erase(interp_id);
+  } else {
+    labels_[interp_id] = std::move(label);
+  }
+}
+
+std::map<int64_t, std::string> Registry::Labels() const {
+  std::lock_guard lock(mu_);
+  return labels_;
+}
+
 std::vector<std::shared_ptr<Interpreter>> Registry::LiveChildren(std::optional<int64_t> parent_id) const {
   std::vector<std::shared_ptr<Interpreter>> out;
   for (auto& handle : Live()) {

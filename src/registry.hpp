@@ -1,8 +1,10 @@
 // The process-wide registry of live interpreter handles (shared by every interpreter that imports _native).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "interpreter.hpp"
@@ -28,10 +30,18 @@ class Registry {
   // The live handles whose parent is parent_id (all of them when parent_id is nullopt).
   std::vector<std::shared_ptr<Interpreter>> LiveChildren(std::optional<int64_t> parent_id) const;
 
+  // Free-text labels by interpreter id ("actor 'worker'"), shown by dumps next to the handle's own name
+  // (which is fixed at spawn: a warm-pool interpreter is named before it knows which actor it will run).
+  // An empty label erases; a worker erases its interpreter's label when the interpreter ends (ids are
+  // never reused within a process).
+  void SetLabel(int64_t interp_id, std::string label);
+  std::map<int64_t, std::string> Labels() const;
+
  private:
   Registry() = default;
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<Interpreter>> live_;  // GUARDED_BY(mu_)
+  std::map<int64_t, std::string> labels_;           // GUARDED_BY(mu_)
 };
 
 // shutdown(): interrupts every live handle (of parent_id, or all), joins each within one shared deadline,

@@ -5,14 +5,24 @@
 // compiled with Py_BUILD_CORE_MODULE). It only reads: no frame objects are materialized, no strings are
 // encoded, so objects of other interpreters are never allocated, mutated or refcounted. Interpreters with
 // their own GIL are listed but not walked (their frames change under us).
+//
+// Safety of the walk: the caller holds the (shared) GIL, so no legacy interpreter's thread runs Python and
+// frame chains hold still. Thread states and interpreters are linked, unlinked and freed by threads that
+// do NOT hold the GIL (a new worker creates its interpreter before taking the GIL; an exiting thread drops
+// the GIL before its thread state is unlinked), but always under the runtime's HEAD_LOCK, which the walk
+// therefore holds throughout. It formats into memory under that lock and writes the file afterwards, so a
+// slow file never keeps other threads from starting or ending.
 #include "stacks.hpp"
 
 #include <Python.h>
 #include <internal/pycore_interp_structs.h>
 #include <internal/pycore_interpframe.h>
+#include <internal/pycore_pystate.h>
+#include <internal/pycore_runtime.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <map>
 #include <system_error>
 #include <vector>
@@ -52,7 +62,7 @@ void WriteStr(std::FILE* out, PyObject* obj) {
 }
 
 void WriteThread(std::FILE* out, PyThreadState* tstate, PyThreadState* current) {
-  std::fprintf(out, "  thread %lu%s:\n", tstate->native_thread_id,
+  std::fprintf(out, "  thread %lu (ident %#lx)%s:\n", tstate->native_thread_id, tstate->thread_id,
                tstate == current ? " (the dumping thread)" : "");
   std::vector<_PyInterpreterFrame*> frames;
   int skipped = 0;
@@ -81,12 +91,17 @@ void WriteThread(std::FILE* out, PyThreadState* tstate, PyThreadState* current) 
 
 void WriteDriverView(std::FILE* out) {
   const auto live = Registry::Get().LiveSnapshots();
+  const auto labels = Registry::Get().Labels();
   std::fprintf(out, "driver: %zu live interpreter(s)\n", live.size());
   for (const Snapshot& s : live) {
-    std::fprintf(out, "  interpreter %s '%s': %s, thread %s, %.3f s, spawned by interpreter %lld\n",
+    std::fprintf(out, "  interpreter %s '%s': %s, thread %s, %.3f s, spawned by interpreter %lld",
                  s.id ? std::to_string(*s.id).c_str() : "?", s.name.c_str(), StateName(s.state),
                  s.thread_id ? std::to_string(*s.thread_id).c_str() : "?", s.running_for,
                  static_cast<long long>(s.parent_id));
+    if (auto it = s.id ? labels.find(*s.id) : labels.end(); it != labels.end()) {
+      std::fprintf(out, " [%s]", it->second.c_str());
+    }
+    std::fputc('\n', out);
   }
 }
 
@@ -95,26 +110,40 @@ void WriteStacks(std::FILE* out) {
   for (Snapshot& s : Registry::Get().LiveSnapshots()) {
     if (s.id) handles.emplace(*s.id, std::move(s));
   }
+  const auto labels = Registry::Get().Labels();
+  char* text = nullptr;
+  size_t size = 0;
+  std::FILE* mem = open_memstream(&text, &size);
+  if (mem == nullptr) {
+    std::fputs("(out of memory: stacks not read)\n", out);
+    return;
+  }
   PyThreadState* current = PyThreadState_Get();
   PyInterpreterState* main = PyInterpreterState_Main();
+  HEAD_LOCK(&_PyRuntime);
   for (PyInterpreterState* interp = PyInterpreterState_Head(); interp;
        interp = PyInterpreterState_Next(interp)) {
     const int64_t id = PyInterpreterState_GetID(interp);
-    std::fprintf(out, "interpreter %lld", static_cast<long long>(id));
-    if (interp == main) std::fputs(" (main)", out);
+    std::fprintf(mem, "interpreter %lld", static_cast<long long>(id));
+    if (interp == main) std::fputs(" (main)", mem);
     if (auto it = handles.find(id); it != handles.end()) {
-      std::fprintf(out, " '%s' (driver: %s, %.3f s)", it->second.name.c_str(), StateName(it->second.state),
+      std::fprintf(mem, " '%s' (driver: %s, %.3f s)", it->second.name.c_str(), StateName(it->second.state),
                    it->second.running_for);
     }
-    std::fputc('\n', out);
+    if (auto it = labels.find(id); it != labels.end()) std::fprintf(mem, " [%s]", it->second.c_str());
+    std::fputc('\n', mem);
     if (interp != main && interp->ceval.own_gil) {
-      std::fputs("  (has its own GIL: stacks not read)\n", out);
+      std::fputs("  (has its own GIL: stacks not read)\n", mem);
       continue;
     }
     for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts; ts = PyThreadState_Next(ts)) {
-      WriteThread(out, ts, current);
+      WriteThread(mem, ts, current);
     }
   }
+  HEAD_UNLOCK(&_PyRuntime);
+  std::fclose(mem);
+  std::fwrite(text, 1, size, out);
+  std::free(text);
 }
 
 void DumpStacks(const std::string& path) {
@@ -124,7 +153,7 @@ void DumpStacks(const std::string& path) {
                static_cast<int>(getpid()));
   WriteDriverView(out);
   WriteStacks(out);
-  std::fputc('\n', out);
+  std::fputs(kDumpEnd, out);
   std::fclose(out);
 }
 

@@ -6,12 +6,16 @@
 
 namespace subactor {
 
-// Writes one line per live driver handle (state, thread, seconds running). Needs no GIL.
+// The last line of every complete dump (a reader polling the file knows the dump is whole).
+inline constexpr char kDumpEnd[] = "=== end of subactor stack dump ===\n\n";
+
+// Writes one line per live driver handle (state, thread, seconds running, label). Needs no GIL.
 void WriteDriverView(std::FILE* out);
 
 // Writes, for every interpreter (main and subinterpreters) and every thread state in it, the Python stack,
-// most recent call last, labelled with the interpreter id, native thread id and the handle's name. Read
-// only: no object is created or touched in another interpreter. Call WITH the GIL.
+// most recent call last, labelled with the interpreter id, the handle's name and label, and each thread's
+// native id and Python ident. Read only: no object is created or touched in another interpreter. Call WITH
+// the GIL; takes the runtime's HEAD_LOCK while walking.
 void WriteStacks(std::FILE* out);
 
 // Appends a header, WriteDriverView and WriteStacks to path. Call WITH the GIL. Throws std::system_error

@@ -266,5 +266,34 @@ TEST_F(DriverTest, DumpStacksNamesTheSpinningFunction) {
   EXPECT_NE(dump.find("interpreter 0 (main)"), std::string::npos) << dump;
 }
 
+TEST_F(DriverTest, LabelsShowInDumpsAndEndWithTheInterpreter) {
+  Pipe started, release;
+  auto interp = Interpreter::Spawn(
+      Fmt("import os\nos.write({fd}, b'x')\n", started.w()) + Fmt("os.read({fd}, 1)\n", release.r()),
+      "pooled", 0);
+  ASSERT_TRUE(started.Receive());
+  const int64_t id = *interp->Snap().id;
+  Registry::Get().SetLabel(id, "actor 'worker'");
+  EXPECT_EQ(Registry::Get().Labels().at(id), "actor 'worker'");
+  const std::string path = ::testing::TempDir() + "/labels-" + std::to_string(getpid()) + ".txt";
+  std::remove(path.c_str());
+  {
+    Gil gil;
+    DumpStacks(path);
+  }
+  std::stringstream text;
+  text << std::ifstream(path).rdbuf();
+  std::remove(path.c_str());
+  EXPECT_NE(text.str().find("'pooled' (driver: running"), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("[actor 'worker']"), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find(kDumpEnd), std::string::npos) << text.str();
+  release.Send();
+  ASSERT_TRUE(interp->Join(10));
+  EXPECT_FALSE(Registry::Get().Labels().contains(id));
+  Registry::Get().SetLabel(0, "root");
+  Registry::Get().SetLabel(0, "");
+  EXPECT_FALSE(Registry::Get().Labels().contains(0));
+}
+
 }  // namespace
 }  // namespace subactor::testing

@@ -8,9 +8,16 @@
 
 #include "driver_fixture.hpp"
 #include "interpreter.hpp"
+#include "stacks.hpp"
 
 namespace subactor::testing {
 namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::stringstream text;
+  text << std::ifstream(path).rdbuf();
+  return text.str();
+}
 
 TEST_F(DriverTest, TimerFiresOnceAndCannotBeCancelledAfterwards) {
   std::mutex mu;
@@ -72,6 +79,25 @@ TEST_F(DriverTest, WatchdogDumpsUnlessDisarmed) {
   EXPECT_NE(dump.find("watchdog stack dump"), std::string::npos) << dump;
   EXPECT_NE(dump.find("interpreter 0 (main)"), std::string::npos) << dump;
   EXPECT_FALSE(DisarmWatchdog(fires));
+  std::remove(path.c_str());
+}
+
+TEST_F(DriverTest, LateDisarmWaitsForTheDumpToBeComplete) {
+  const std::string path = ::testing::TempDir() + "/watchdog-late-" + std::to_string(getpid()) + ".txt";
+  std::remove(path.c_str());
+  int64_t id = 0;
+  {
+    Gil gil;  // the dump writes its GIL-free part, then waits for us
+    id = ArmWatchdog(0.01, path);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (ReadFile(path).find("driver:") == std::string::npos && Since(t0) < 5) std::this_thread::yield();
+    ASSERT_NE(ReadFile(path).find("driver:"), std::string::npos);
+    EXPECT_EQ(ReadFile(path).find(kDumpEnd), std::string::npos) << "complete without the GIL";
+  }
+  EXPECT_FALSE(DisarmWatchdog(id, 10));
+  const std::string dump = ReadFile(path);
+  EXPECT_NE(dump.find("interpreter 0 (main)"), std::string::npos) << dump;
+  EXPECT_NE(dump.find(kDumpEnd), std::string::npos) << dump;
   std::remove(path.c_str());
 }
 
