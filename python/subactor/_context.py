@@ -116,6 +116,16 @@ class Context:
         self._inbox.append(msg)
         self._lot.unpark_all()
 
+    def arm_caller_scope(self, scope: trio.CancelScope) -> None:
+        """Caller side: cancel `scope` (the `open_context` block) when the remote task fails or the channel
+        closes. The failure may already be here (it can arrive right behind Started, before the block is
+        entered), so check what arrived before arming."""
+        self._caller_scope = scope
+        if self._transport_error is not None and self._final is None:
+            scope.cancel()
+        elif isinstance(self._final, Error) and not self.is_own_cancel(unpack_error(self._final.info)):
+            scope.cancel()
+
     def transport_closed(self, exc: BaseException) -> None:
         self._transport_error = exc
         if self._caller_scope is not None and self._final is None:

@@ -111,7 +111,7 @@ class Portal:
             await self.channel.send(Start(ctx.cid, ns, name, kwargs, 'ctx'))
             first = await ctx._wait_started()
             body_scope = trio.CancelScope()
-            ctx._caller_scope = body_scope
+            ctx.arm_caller_scope(body_scope)
             try:
                 with body_scope:
                     yield ctx, first

@@ -124,3 +124,32 @@ async def test_cancel_actor_reports_the_canceller_to_open_contexts():
                     n.start_soon(portal.cancel_actor)
                     await trio.sleep_forever()
         assert info.value.canceller == root_uid
+
+
+class _FakeChannel:
+    peer_uid = ('callee', 'uid-1')
+    closed = False
+
+
+@actor_test(root=False)
+async def test_failure_arriving_with_started_cancels_the_block_it_precedes():
+    # Regression: the callee's Error can arrive right behind its Started, before the caller's block is entered;
+    # arming the block's scope must notice it (it used to sleep forever).
+    from subactor._context import Context
+    from subactor._msg import Error, ErrorInfo, Started
+
+    ctx = Context(_FakeChannel(), 'cid-1', side='caller', local_uid=('caller', 'uid-0'), fn_name='f')
+    info = ErrorInfo('Cancelled', 'cancelled itself', '', list(_FakeChannel.peer_uid), [], None, True)
+    ctx.deliver(Started('cid-1', 'first'))
+    ctx.deliver(Error('cid-1', info))
+    assert await ctx._wait_started() == 'first'
+    scope = trio.CancelScope()
+    ctx.arm_caller_scope(scope)
+    assert scope.cancel_called
+    # An acknowledgement of this side's own cancel is not a failure: the block is left alone.
+    own = Context(_FakeChannel(), 'cid-2', side='caller', local_uid=('caller', 'uid-0'), fn_name='f')
+    own.cancel_called = True
+    own.deliver(Error('cid-2', ErrorInfo('Cancelled', 'acked', '', None, [], ['caller', 'uid-0'], True)))
+    scope = trio.CancelScope()
+    own.arm_caller_scope(scope)
+    assert not scope.cancel_called
