@@ -43,10 +43,13 @@ __all__ = [
     'available_spawn_methods',
     'context',
     'current_actor',
+    'dump_on_hang',
     'find_actor',
     'get_registry',
     'open_nursery',
     'open_root_actor',
+    'resource_delta_fixture',
+    'track_resource_deltas',
     'try_set_start_method',
     'wait_for_actor',
 ]
@@ -64,6 +67,9 @@ _LAZY = {
     'find_actor': '._discovery',
     'wait_for_actor': '._discovery',
     'get_registry': '._discovery',
+    'dump_on_hang': '.devx',
+    'track_resource_deltas': '.devx',
+    'resource_delta_fixture': '.devx',
 }
 
 

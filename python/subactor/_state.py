@@ -1,6 +1,7 @@
 # Process-wide (per-interpreter) runtime state: the actor running in this interpreter, if any.
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from ._errors import NoRuntime
@@ -27,4 +28,25 @@ def maybe_current_actor() -> Actor | None:
 
 def set_current(actor: Actor | None) -> None:
     global _current
+    if actor is not None:
+        _label_interpreter(f'actor {actor.name!r}')
+    elif _current is not None:
+        _label_interpreter(f'actor {_current.name!r} (ended)')
     _current = actor
+
+
+def _label_interpreter(label: str) -> None:
+    """Name this interpreter's actor in the native stack dumps (subactor.devx.dump_on_hang): a warm-pool
+    interpreter's native name is fixed before it knows its actor. Only where the driver is, or may be, in
+    use: a subinterpreter, or a process that already loaded it (a subprocess actor pays no import)."""
+    native = sys.modules.get('subactor._native')
+    if native is None:
+        try:
+            import _interpreters
+
+            if _interpreters.get_current()[0] == 0:
+                return
+            from . import _native as native
+        except ImportError:
+            return
+    native.set_interpreter_label(label)

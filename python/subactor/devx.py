@@ -1,0 +1,398 @@
+"""Developer tools for hangs and leaks: dump every interpreter's stacks when a block overruns, and report the
+threads, interpreters and file descriptors a block leaves behind.
+
+Typical usage::
+
+    from subactor.devx import dump_on_hang, track_resource_deltas
+
+    with dump_on_hang(10, path='hang.txt'):   # still running after 10 s: every stack goes to hang.txt
+        trio.run(main)
+
+    with track_resource_deltas('spawn test') as delta:
+        trio.run(main)
+    assert not delta.leaked, delta.describe()
+
+Design:
+
+- Why native. `faulthandler` and `sys._current_frames()` see only the current interpreter, and anything that
+  runs as a trio task, a Python thread or a signal handler needs the main interpreter's eval loop or the GIL
+  at the wrong moment: a wedged program is exactly when it does not get them (SIGALRM and SIGINT handlers
+  run only on the main thread of the main interpreter, and subinterpreter threads spinning under the shared
+  GIL starve it: conc-anal/sigint-starvation-shared-gil.md). `dump_on_hang` therefore arms the driver's
+  watchdog: the driver's own Asio thread writes the driver's view (no GIL needed, flushed first), then takes
+  the GIL (a thread busy in Python hands it over within the switch interval) and walks every interpreter's
+  thread states and frame chains read-only. A thread holding the GIL inside C forever gets the first part
+  only. The dump always goes to a file: pytest captures or swallows stderr.
+- Actor names. Each interpreter is listed with its driver name (fixed at spawn: warm-pool interpreters are
+  all 'subint-warm') and a label the runtime sets when an actor starts in it ("actor 'worker'").
+- Leaks. `track_resource_deltas` compares snapshots of this interpreter's Python threads, the driver's live
+  interpreters and the open fds. Resources that live on purpose for the life of the process are not leaks:
+  idle workers in trio's thread cache (reused, they end after 10 idle seconds), the subint warm pool's idle
+  interpreters and their assignment pipes, multiprocessing's resource tracker and fork server pipes, and the
+  driver's io thread (started before the first snapshot). Threads and interpreters ending late (a child
+  actor's thread that is between "exited" and "gone") get `settle` seconds to go before they count.
+- No `python -m subactor.devx dump PID`: dumping another process from outside needs code in that process
+  that runs when asked. A Python signal handler is not it (starved exactly like SIGINT); a signalfd on the
+  driver's thread needs the signal blocked in every thread, which a library cannot arrange for threads it did
+  not start (an unblocked SIGUSR1 kills the process); a listening socket per process is a standing,
+  process-wide side effect for a rare need. Arm `dump_on_hang` (or pytest's `--dump-on-hang`) in the
+  process instead: it costs one timer while armed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    'LEAK_SETTLE_TIMEOUT',
+    'HangDump',
+    'ResourceDelta',
+    'ResourceSnapshot',
+    'dump_on_hang',
+    'resource_delta_fixture',
+    'snapshot_resources',
+    'track_resource_deltas',
+]
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, '')
+    if raw == '':
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < math.inf):
+        raise ValueError(f'{name} must be a number of seconds >= 0, not {raw!r}')
+    return value
+
+
+#: How long leaving a `dump_on_hang` block waits for a dump already being written to be complete
+#: (env SUBACTOR_DUMP_COMPLETE_TIMEOUT). The dump needs the GIL, which the waiting thread releases.
+DUMP_COMPLETE_TIMEOUT: float = _seconds_from_env('SUBACTOR_DUMP_COMPLETE_TIMEOUT', 5.0)
+
+#: How long `track_resource_deltas` gives threads and interpreters that are ending to be gone before they
+#: count as leaked (env SUBACTOR_LEAK_SETTLE_TIMEOUT). Only a block that leaks waits this long.
+LEAK_SETTLE_TIMEOUT: float = _seconds_from_env('SUBACTOR_LEAK_SETTLE_TIMEOUT', 5.0)
+
+#: The last line of every complete dump.
+DUMP_END = '=== end of subactor stack dump ==='
+
+
+def _driver() -> Any:
+    try:
+        from . import _driver
+    except ImportError as exc:
+        raise RuntimeError(
+            f'subactor.devx needs the native extension subactor._native, which does not load here ({exc}); '
+            "build it ('tools/dev.sh build' in a checkout, or reinstall the package)"
+        ) from None
+    return _driver
+
+
+def _check_seconds(seconds: object) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f'seconds must be a number, not {seconds!r}')
+    if not (0 < seconds < math.inf):
+        raise ValueError(f'seconds must be finite and > 0, not {seconds!r}')
+    return float(seconds)
+
+
+def _check_writable(path: object) -> Path:
+    """The dump file path, checked without creating it: an existing regular file we may write, or a new name
+    in an existing directory we may write."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f'path must be a str or os.PathLike, not {path!r}')
+    target = Path(os.fspath(path)).absolute()
+    if target.exists():
+        if not target.is_file() and not stat.S_ISFIFO(target.stat().st_mode) and str(target) != os.devnull:
+            raise ValueError(f'cannot write stack dumps to {str(target)!r} (not a regular file)')
+        if not os.access(target, os.W_OK):
+            raise PermissionError(f'cannot write stack dumps to {str(target)!r} (not writable)')
+        return target
+    parent = target.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f'cannot write stack dumps to {str(target)!r} (no directory {str(parent)!r})')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f'cannot write stack dumps to {str(target)!r} (directory not writable)')
+    return target
+
+
+@dataclasses.dataclass
+class HangDump:
+    """What `dump_on_hang` yields: where the dump goes and, once the block is over, whether it fired."""
+
+    path: Path
+    seconds: float
+    #: None while the block runs; then True if the watchdog fired (the file holds a dump), else False.
+    fired: bool | None = None
+
+    def text(self) -> str:
+        """The dump file's contents ('' when there is no file)."""
+        try:
+            return self.path.read_text(encoding='utf-8', errors='replace')
+        except FileNotFoundError:
+            return ''
+
+
+@contextlib.contextmanager
+def dump_on_hang(seconds: float, *, path: str | os.PathLike[str]) -> Iterator[HangDump]:
+    """If the block is still running after `seconds`, append the Python stack of every thread of every
+    interpreter in this process (labelled by interpreter id and actor, thread id) and the driver's view of
+    its interpreters to `path`. Works while the main thread is wedged in Python or starved of the GIL: the
+    dump is written from the driver's own thread. Disarmed when the block exits; leaving a block whose dump
+    is being written waits (at most DUMP_COMPLETE_TIMEOUT) for the dump to be complete. The file is never
+    created unless the watchdog fires."""
+    seconds = _check_seconds(seconds)
+    target = _check_writable(path)
+    driver = _driver()
+    dump = HangDump(target, seconds)
+    watchdog = driver.arm_watchdog(seconds, target)
+    try:
+        yield dump
+    finally:
+        dump.fired = not driver.disarm_watchdog(watchdog, wait=DUMP_COMPLETE_TIMEOUT)
+
+
+# --- resource deltas ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceSnapshot:
+    """The resources a leak shows up in, at one moment. Long-lived-by-design ones are left out (see the module
+    docstring)."""
+
+    threads: dict[int, str]  # Python threads of this interpreter: ident -> 'name'
+    interpreters: dict[str, str]  # the driver's live interpreters not owned by the warm pool: key -> description
+    fds: dict[int, str]  # open file descriptors -> what they point at
+
+
+@dataclasses.dataclass
+class ResourceDelta:
+    """What a `track_resource_deltas` block added and removed (filled in when the block exits)."""
+
+    label: str
+    before: ResourceSnapshot | None = None
+    after: ResourceSnapshot | None = None
+    threads_added: dict[int, str] = dataclasses.field(default_factory=dict)
+    threads_removed: dict[int, str] = dataclasses.field(default_factory=dict)
+    interpreters_added: dict[str, str] = dataclasses.field(default_factory=dict)
+    interpreters_removed: dict[str, str] = dataclasses.field(default_factory=dict)
+    fds_added: dict[int, str] = dataclasses.field(default_factory=dict)
+    fds_removed: dict[int, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def leaked(self) -> bool:
+        """True if the block left a thread, an interpreter or a file descriptor behind."""
+        return bool(self.threads_added or self.interpreters_added or self.fds_added)
+
+    @property
+    def changed(self) -> bool:
+        return self.leaked or bool(self.threads_removed or self.interpreters_removed or self.fds_removed)
+
+    def describe(self) -> str:
+        """One line per kind that changed: '+' what the block left behind, '-' what it released."""
+        lines = []
+        for kind, added, removed in (
+            ('threads', self.threads_added, self.threads_removed),
+            ('interpreters', self.interpreters_added, self.interpreters_removed),
+            ('fds', self.fds_added, self.fds_removed),
+        ):
+            parts = [f'+{key} {value}' for key, value in added.items()]
+            parts += [f'-{key} {value}' for key, value in removed.items()]
+            if parts:
+                lines.append(f'  {kind}: {", ".join(parts)}')
+        head = f'{self.label}: ' + ('leaked' if self.leaked else 'released' if self.changed else 'no change')
+        return '\n'.join([head, *lines])
+
+
+def _idle_trio_threads() -> set[int]:
+    """Idents of trio's cached worker threads that wait for their next job (they are reused, not leaked)."""
+    cache_mod = sys.modules.get('trio._core._thread_cache')
+    cache = getattr(cache_mod, 'THREAD_CACHE', None)
+    idents = set()
+    for worker in list(getattr(cache, '_idle_workers', {})):
+        thread = getattr(worker, '_thread', None)
+        if thread is not None and thread.ident is not None:
+            idents.add(thread.ident)
+    return idents
+
+
+def _warm_pool() -> tuple[list[Any], set[int]]:
+    """The subint warm pool's idle handles, and the descriptors they hold in this process: the parent's end of
+    each assignment pipe and each handle's exit fd (all live by design)."""
+    subint = sys.modules.get('subactor._spawn._subint')
+    pool = getattr(subint, '_pool', None)
+    idle = list(getattr(pool, '_idle', ()))
+    handles = [handle for handle, _ in idle]
+    fds = {fd for _, fd in idle}
+    for handle in handles:
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            fds.add(handle.exit_fd)
+    return handles, fds
+
+
+def _process_lifetime_fds() -> set[int]:
+    """Descriptors that process-wide singletons keep open for the life of the process, once started."""
+    fds = set(_warm_pool()[1])
+    tracker = sys.modules.get('multiprocessing.resource_tracker')
+    fd = getattr(getattr(tracker, '_resource_tracker', None), '_fd', None)
+    if isinstance(fd, int):
+        fds.add(fd)
+    forkserver = sys.modules.get('multiprocessing.forkserver')
+    fd = getattr(getattr(forkserver, '_forkserver', None), '_forkserver_alive_fd', None)
+    if isinstance(fd, int):
+        fds.add(fd)
+    return fds
+
+
+def _open_fds() -> dict[int, str]:
+    fds = {}
+    for name in os.listdir('/proc/self/fd'):
+        try:
+            fds[int(name)] = os.readlink(f'/proc/self/fd/{name}')
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+    return fds
+
+
+def _driver_or_none() -> Any:
+    if 'subactor._native' not in sys.modules:
+        try:
+            from . import _native  # noqa: F401
+        except ImportError:
+            return None
+    from . import _driver
+
+    return _driver
+
+
+def _interpreters(driver: Any) -> dict[str, str]:
+    if driver is None:
+        return {}
+    # Pool handles go from "starting" (no id) to running; read the pool's starting ones before live() and
+    # its ids after, so a handle that gets its id in between is still recognised.
+    pool_before, _ = _warm_pool()
+    pool_starting = sum(1 for handle in pool_before if handle.id is None)
+    live = driver.live()
+    pool_after, _ = _warm_pool()
+    pool_ids = {handle.id for handle in pool_before + pool_after if handle.id is not None}
+    labels = driver.interpreter_labels()
+    out = {}
+    for i, entry in enumerate(live):
+        iid = entry['id']
+        if iid in pool_ids:
+            continue
+        if iid is None and pool_starting:
+            pool_starting -= 1
+            continue
+        key = f'interpreter {iid}' if iid is not None else f'interpreter ?{i}'
+        label = labels.get(iid)
+        out[key] = f"'{entry['name']}' {entry['state']}" + (f' [{label}]' if label else '')
+    return out
+
+
+def snapshot_resources() -> ResourceSnapshot:
+    """This interpreter's Python threads (idle trio cache workers excepted), the driver's live interpreters
+    (warm pool excepted) and the open file descriptors (process-lifetime singletons' excepted)."""
+    idle = _idle_trio_threads()
+    threads = {
+        t.ident: repr(t.name) for t in threading.enumerate() if t.ident is not None and t.ident not in idle
+    }
+    interpreters = _interpreters(_driver_or_none())
+    lifetime = _process_lifetime_fds()
+    fds = _open_fds()
+    # Both ends of a lifetime pipe (the read ends of the pool's pipes belong to the pooled interpreters).
+    pipes = {target for fd, target in fds.items() if fd in lifetime and target.startswith('pipe:')}
+    fds = {fd: target for fd, target in fds.items() if fd not in lifetime and target not in pipes}
+    return ResourceSnapshot(threads, interpreters, fds)
+
+
+def _start_process_singletons() -> None:
+    """Start what lives for the whole process before the first snapshot: the driver's io thread."""
+    driver = _driver_or_none()
+    if driver is not None:
+        driver.disarm_watchdog(driver.arm_watchdog(3600, os.devnull))
+
+
+def _diff(delta: ResourceDelta, before: ResourceSnapshot, after: ResourceSnapshot) -> None:
+    delta.before, delta.after = before, after
+    # Threads and interpreters by identity (a trio worker renames its thread per job; an interpreter's state
+    # changes); fds by number and target (a number reused for another file is a new descriptor).
+    for kind in ('threads', 'interpreters', 'fds'):
+        b, a = getattr(before, kind), getattr(after, kind)
+        same = (lambda k, v, other: k in other) if kind != 'fds' else (lambda k, v, other: other.get(k) == v)
+        setattr(delta, f'{kind}_added', {k: v for k, v in a.items() if not same(k, v, b)})
+        setattr(delta, f'{kind}_removed', {k: v for k, v in b.items() if not same(k, v, a)})
+
+
+@contextlib.contextmanager
+def track_resource_deltas(
+    label: str,
+    *,
+    writer: Callable[[str], object] | None = print,
+    settle: float | None = None,
+) -> Iterator[ResourceDelta]:
+    """Snapshot threads, live interpreters and open fds before and after the block; report what changed via
+    `writer` (print-like; None: silent) and fill in the yielded ResourceDelta. A block that seems to leak
+    gets up to `settle` seconds (default LEAK_SETTLE_TIMEOUT) for ending threads and interpreters to go."""
+    settle = LEAK_SETTLE_TIMEOUT if settle is None else settle
+    if not (0 <= settle < math.inf):
+        raise ValueError(f'settle must be finite and >= 0, not {settle!r}')
+    _start_process_singletons()
+    delta = ResourceDelta(label)
+    before = snapshot_resources()
+    try:
+        yield delta
+    finally:
+        deadline = time.monotonic() + settle
+        while True:
+            _diff(delta, before, snapshot_resources())
+            if not delta.leaked or time.monotonic() >= deadline:
+                break
+            # Polling is the only way here: nothing signals "this foreign thread is gone". Join the leaked
+            # Python threads we can see, with the remaining bound, and re-check the others a moment later.
+            leaked = [t for t in threading.enumerate() if t.ident in delta.threads_added]
+            for thread in leaked:
+                if thread is not threading.current_thread():
+                    thread.join(max(0.0, min(0.05, deadline - time.monotonic())))
+            if not leaked:
+                time.sleep(0.01)
+        if writer is not None and delta.changed:
+            writer(delta.describe())
+
+
+def resource_delta_fixture(
+    *,
+    autouse: bool = False,
+    writer: Callable[[str], object] | None = print,
+    fail_on_leak: bool = False,
+    settle: float | None = None,
+    name: str | None = None,
+) -> Any:
+    """A pytest fixture running each test inside `track_resource_deltas(nodeid)`; it yields the ResourceDelta
+    (filled in at teardown). With `fail_on_leak`, a test that leaves a thread, interpreter or fd behind fails
+    at teardown. Assign it to a name in a conftest.py or test module::
+
+        leak_gate = resource_delta_fixture(autouse=True, fail_on_leak=True, writer=None)
+    """
+    import pytest
+
+    def fixture(request: pytest.FixtureRequest) -> Iterator[ResourceDelta]:
+        with track_resource_deltas(request.node.nodeid, writer=writer, settle=settle) as delta:
+            yield delta
+        if fail_on_leak and delta.leaked:
+            pytest.fail(f'the test left resources behind\n{delta.describe()}', pytrace=False)
+
+    return pytest.fixture(autouse=autouse, name=name)(fixture)
