@@ -54,10 +54,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    'DUMP_COMPLETE_TIMEOUT',
+    'DUMP_END',
     'LEAK_SETTLE_TIMEOUT',
     'HangDump',
     'ResourceDelta',
     'ResourceSnapshot',
+    'arm_hang_dump',
     'dump_on_hang',
     'resource_delta_fixture',
     'snapshot_resources',
@@ -131,12 +134,23 @@ def _check_writable(path: object) -> Path:
 
 @dataclasses.dataclass
 class HangDump:
-    """What `dump_on_hang` yields: where the dump goes and, once the block is over, whether it fired."""
+    """An armed hang dump (from `dump_on_hang` or `arm_hang_dump`): where the dump goes and, once disarmed,
+    whether it fired."""
 
     path: Path
     seconds: float
-    #: None while the block runs; then True if the watchdog fired (the file holds a dump), else False.
+    #: None while armed; then True if the watchdog fired (the file holds a complete dump, unless the GIL
+    #: never came within DUMP_COMPLETE_TIMEOUT), else False (no file was written).
     fired: bool | None = None
+    _watchdog: int | None = dataclasses.field(default=None, repr=False)
+
+    def disarm(self) -> bool:
+        """Stop the watchdog (idempotent); if it fired, wait (at most DUMP_COMPLETE_TIMEOUT, GIL released) for
+        its dump to be complete. Returns whether it fired."""
+        if self._watchdog is not None:
+            watchdog, self._watchdog = self._watchdog, None
+            self.fired = not _driver().disarm_watchdog(watchdog, wait=DUMP_COMPLETE_TIMEOUT)
+        return bool(self.fired)
 
     def text(self) -> str:
         """The dump file's contents ('' when there is no file)."""
@@ -146,6 +160,15 @@ class HangDump:
             return ''
 
 
+def arm_hang_dump(seconds: float, *, path: str | os.PathLike[str]) -> HangDump:
+    """`dump_on_hang` without the block: arm now, call `.disarm()` when done (tools that cannot nest a
+    `with`, like the pytest plugin's phases)."""
+    seconds = _check_seconds(seconds)
+    target = _check_writable(path)
+    driver = _driver()
+    return HangDump(target, seconds, _watchdog=driver.arm_watchdog(seconds, target))
+
+
 @contextlib.contextmanager
 def dump_on_hang(seconds: float, *, path: str | os.PathLike[str]) -> Iterator[HangDump]:
     """If the block is still running after `seconds`, append the Python stack of every thread of every
@@ -153,16 +176,13 @@ def dump_on_hang(seconds: float, *, path: str | os.PathLike[str]) -> Iterator[Ha
     its interpreters to `path`. Works while the main thread is wedged in Python or starved of the GIL: the
     dump is written from the driver's own thread. Disarmed when the block exits; leaving a block whose dump
     is being written waits (at most DUMP_COMPLETE_TIMEOUT) for the dump to be complete. The file is never
-    created unless the watchdog fires."""
-    seconds = _check_seconds(seconds)
-    target = _check_writable(path)
-    driver = _driver()
-    dump = HangDump(target, seconds)
-    watchdog = driver.arm_watchdog(seconds, target)
+    created unless the watchdog fires. Raises TypeError/ValueError for a bad `seconds` (finite, > 0) and
+    OSError subclasses for a `path` that cannot be written."""
+    dump = arm_hang_dump(seconds, path=path)
     try:
         yield dump
     finally:
-        dump.fired = not driver.disarm_watchdog(watchdog, wait=DUMP_COMPLETE_TIMEOUT)
+        dump.disarm()
 
 
 # --- resource deltas ---------------------------------------------------------------------------------------
@@ -174,7 +194,9 @@ class ResourceSnapshot:
     docstring)."""
 
     threads: dict[int, str]  # Python threads of this interpreter: ident -> 'name'
-    interpreters: dict[str, str]  # the driver's live interpreters not owned by the warm pool: key -> description
+    interpreters: dict[
+        str, str
+    ]  # the driver's live interpreters not owned by the warm pool: key -> description
     fds: dict[int, str]  # open file descriptors -> what they point at
 
 

@@ -1,9 +1,37 @@
-# The pytest plugin: `--spawn-backend`, the `start_method` fixture, `actor_test`, and backend skip markers.
+"""The pytest plugin: `--spawn-backend`, the `start_method` fixture, `actor_test`, backend skip markers, and
+`--dump-on-hang`.
+
+Registered through the `pytest11` entry point (an installed package loads it by itself; a checkout loads it
+with `-p subactor._testing.plugin`).
+
+- `--spawn-backend=NAME` picks the spawn method every actor test runs on; an unavailable one stops the run at
+  configure time with one paragraph saying why.
+- `@pytest.mark.skipon_spawn_backend(*names, reason=...)` skips at function, class or module scope; an
+  unknown name is an error, not a silent no-op.
+- `--dump-on-hang=SECONDS` arms `subactor.devx.dump_on_hang` around every test (setup, call and teardown):
+  a test still running after SECONDS gets the stacks of every thread of every interpreter in the process
+  written to `--dump-on-hang-dir` (default `<rootdir>/.subactor-dumps`, kept out of pytest's temporary
+  directories so the file survives a run that is killed), one file per test named after its node id. A
+  failing test's report shows its dump; the files of tests whose dump never fired are never created, and
+  the terminal summary lists the ones that were.
+- pytest-timeout: use `timeout_method = "thread"` (or `--timeout-method=thread`). The `signal` method relies
+  on a SIGALRM handler, which Python runs only on the main thread of the main interpreter when that thread
+  gets the GIL and reaches the eval loop: under the shared GIL, subinterpreter actors spinning in Python
+  starve it, and a main thread waiting in C (a bounded join) does not run it at all, exactly like SIGINT
+  (conc-anal/sigint-starvation-shared-gil.md). Its exception would also land inside trio's machinery at an
+  arbitrary point. The thread method needs neither; set `--dump-on-hang` below the timeout, so the dump
+  (which, unlike pytest-timeout's own, includes the subinterpreters) is on disk before it ends the run.
+"""
+
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
-from collections.abc import Callable
+import math
+import re
+from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +41,8 @@ from .._spawn._registry import available_spawn_methods, spawn_method_info
 DEFAULT_BACKEND = 'trio'
 # Default bound of an `actor_test`; override per test with `@actor_test(timeout=...)`.
 DEFAULT_TEST_TIMEOUT = 30.0
+# Where `--dump-on-hang` writes, relative to pytest's rootdir, unless `--dump-on-hang-dir` says otherwise.
+DEFAULT_DUMP_DIR = '.subactor-dumps'
 _MARKER = 'skipon_spawn_backend'
 
 
@@ -25,6 +55,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_BACKEND,
         choices=sorted(available_spawn_methods()),
         help='spawn method the actor tests run on (default: %(default)s)',
+    )
+    group.addoption(
+        '--dump-on-hang',
+        action='store',
+        dest='dump_on_hang',
+        default=None,
+        type=float,
+        metavar='SECONDS',
+        help='write the stacks of every thread of every interpreter to a file when a test runs longer than '
+        'SECONDS; a failing test shows its dump',
+    )
+    group.addoption(
+        '--dump-on-hang-dir',
+        action='store',
+        dest='dump_on_hang_dir',
+        default=None,
+        metavar='DIR',
+        help=f'directory for the --dump-on-hang files (default: <rootdir>/{DEFAULT_DUMP_DIR})',
     )
 
 
@@ -41,6 +89,81 @@ def pytest_configure(config: pytest.Config) -> None:
             f'Choose another backend ({", ".join(k for k, i in available_spawn_methods().items() if i.available)}) '
             'or run the suite under an interpreter that supports this one.'
         )
+    seconds = config.getoption('dump_on_hang', None)
+    if seconds is not None:
+        config.pluginmanager.register(_HangDumps(config, seconds), _HangDumps.NAME)
+
+
+class _HangDumps:
+    """The --dump-on-hang machinery, registered only when the option is given."""
+
+    NAME = 'subactor-dump-on-hang'
+
+    def __init__(self, config: pytest.Config, seconds: float) -> None:
+        if not (0 < seconds < math.inf):
+            raise pytest.UsageError(f'--dump-on-hang needs a finite number of seconds > 0, not {seconds!r}')
+        raw = config.getoption('dump_on_hang_dir', None)
+        self.directory = Path(raw).absolute() if raw else config.rootpath / DEFAULT_DUMP_DIR
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            from ..devx import _check_writable, _driver
+
+            _check_writable(self.directory / 'probe')
+            _driver()
+        except (OSError, RuntimeError) as exc:
+            raise pytest.UsageError(f'--dump-on-hang cannot be used: {exc}') from None
+        self.seconds = seconds
+        self.written: list[Path] = []
+        self._armed: dict[str, Any] = {}  # nodeid -> the HangDump of the phase(s) running now
+        self._fired: set[str] = set()
+
+    def path_for(self, nodeid: str) -> Path:
+        readable = re.sub(r'[^A-Za-z0-9_.-]+', '_', nodeid).strip('_')[:150]
+        return self.directory / f'{readable}-{hashlib.sha1(nodeid.encode()).hexdigest()[:8]}.txt'
+
+    def _arm(self, item: pytest.Item) -> None:
+        from ..devx import arm_hang_dump
+
+        self._armed[item.nodeid] = arm_hang_dump(self.seconds, path=self.path_for(item.nodeid))
+
+    def _disarm(self, item: pytest.Item) -> None:
+        dump = self._armed.pop(item.nodeid, None)
+        if dump is not None and dump.disarm():
+            self._fired.add(item.nodeid)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
+        self.path_for(item.nodeid).unlink(missing_ok=True)  # a dump from an earlier run
+        self._arm(item)
+        try:
+            return (yield)
+        finally:
+            self._disarm(item)
+            if item.nodeid in self._fired:
+                self._fired.discard(item.nodeid)
+                self.written.append(self.path_for(item.nodeid))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
+        report = yield
+        if report.failed and item.nodeid in self._armed:
+            # Stop the watchdog (waiting for a dump being written), show it, and keep watching what is left.
+            self._disarm(item)
+            if item.nodeid in self._fired:
+                path = self.path_for(item.nodeid)
+                text = path.read_text(encoding='utf-8', errors='replace')
+                report.sections.append((f'subactor dump-on-hang ({path})', text))
+            if call.when != 'teardown':
+                self._arm(item)
+        return report
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.written:
+            terminalreporter.write_sep(
+                '-', f'subactor: stack dumps of {len(self.written)} test(s) that ran over {self.seconds:g} s'
+            )
+            for path in self.written:
+                terminalreporter.write_line(str(path))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
