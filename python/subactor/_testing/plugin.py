@@ -39,8 +39,10 @@ import pytest
 from .._spawn._registry import available_spawn_methods, spawn_method_info
 
 DEFAULT_BACKEND = 'trio'
-# Default bound of an `actor_test`; override per test with `@actor_test(timeout=...)`.
+# Default bound of an `actor_test`; override per run with `--actor-test-timeout` and per test with
+# `@actor_test(timeout=...)`.
 DEFAULT_TEST_TIMEOUT = 30.0
+_test_timeout = DEFAULT_TEST_TIMEOUT  # this run's default (--actor-test-timeout)
 # Where `--dump-on-hang` writes, relative to pytest's rootdir, unless `--dump-on-hang-dir` says otherwise.
 DEFAULT_DUMP_DIR = '.subactor-dumps'
 _MARKER = 'skipon_spawn_backend'
@@ -55,6 +57,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_BACKEND,
         choices=sorted(available_spawn_methods()),
         help='spawn method the actor tests run on (default: %(default)s)',
+    )
+    group.addoption(
+        '--actor-test-timeout',
+        action='store',
+        dest='actor_test_timeout',
+        default=DEFAULT_TEST_TIMEOUT,
+        type=float,
+        metavar='SECONDS',
+        help='default bound of an @actor_test test (default: %(default)s); @actor_test(timeout=...) overrides',
     )
     group.addoption(
         '--dump-on-hang',
@@ -88,6 +99,12 @@ def pytest_configure(config: pytest.Config) -> None:
             f'--spawn-backend={key} cannot run here: {info.reason}. '
             f'Choose another backend ({", ".join(k for k, i in available_spawn_methods().items() if i.available)}) '
             'or run the suite under an interpreter that supports this one.'
+        )
+    global _test_timeout
+    _test_timeout = config.getoption('actor_test_timeout', DEFAULT_TEST_TIMEOUT)
+    if not (0 < _test_timeout < math.inf):
+        raise pytest.UsageError(
+            f'--actor-test-timeout needs a finite number of seconds > 0, not {_test_timeout!r}'
         )
     seconds = config.getoption('dump_on_hang', None)
     if seconds is not None:
@@ -191,11 +208,12 @@ def start_method(request: pytest.FixtureRequest) -> str:
 def actor_test(
     fn: Callable[..., Any] | None = None,
     *,
-    timeout: float = DEFAULT_TEST_TIMEOUT,
+    timeout: float | None = None,
     root: bool = True,
     **root_kwargs: Any,
 ) -> Any:
-    """Run an async test under trio, bounded by `trio.fail_after(timeout)`, inside a root actor on the selected
+    """Run an async test under trio, bounded by `trio.fail_after(timeout)` (default: `--actor-test-timeout`,
+    itself DEFAULT_TEST_TIMEOUT unless given), inside a root actor on the selected
     backend (`root=False`: no root actor; `root_kwargs` go to `open_root_actor`). The test may request the
     `start_method` fixture and any other fixture."""
     if fn is None:
@@ -214,7 +232,7 @@ def actor_test(
         method = kwargs['start_method'] if wants_method else kwargs.pop('start_method')
 
         async def main() -> None:
-            with trio.fail_after(timeout):
+            with trio.fail_after(_test_timeout if timeout is None else timeout):
                 if not root:
                     await fn(*args, **kwargs)
                     return

@@ -1,0 +1,305 @@
+# The pytest plugin, through pytest's own pytester: options, fixtures, markers, actor_test bounds, dump-on-hang.
+import importlib.metadata
+import textwrap
+import time
+
+import pytest
+
+from subactor import available_spawn_methods
+
+pytest_plugins = ['pytester']
+
+# Bound on one inner pytest run (a subprocess): its tests are bounded far below this.
+INNER_RUN_TIMEOUT = 120.0
+
+
+def _plugin_args() -> list[str]:
+    """Load the plugin in the inner run unless its pytest11 entry point already does (installed package)."""
+    entry_points = importlib.metadata.entry_points(group='pytest11')
+    installed = any(ep.value == 'subactor._testing.plugin' for ep in entry_points)
+    return [] if installed else ['-p', 'subactor._testing.plugin']
+
+
+@pytest.fixture
+def run(pytester):
+    """Run pytest in a subprocess with the plugin loaded; returns its RunResult."""
+
+    def run(*args: str) -> pytest.RunResult:
+        return pytester.runpytest_subprocess(
+            *_plugin_args(), '-p', 'no:cacheprovider', *args, timeout=INNER_RUN_TIMEOUT
+        )
+
+    return run
+
+
+def test_spawn_backend_choices_come_from_the_registry(run):
+    result = run('--help')
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(['*--spawn-backend*'])
+    help_text = result.stdout.str()
+    for key in available_spawn_methods():
+        assert key in help_text, key
+    result = run('--spawn-backend=no_such_backend')
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "invalid choice: 'no_such_backend'" in result.stderr.str()
+
+
+def test_unavailable_backend_stops_the_run_with_one_paragraph(pytester, run):
+    pytester.makepyfile('def test_never_runs():\n    raise AssertionError\n')
+    result = run('--spawn-backend=subint_fork')
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert '--spawn-backend=subint_fork cannot run here:' in err
+    assert 'conc-anal/fork-and-subinterpreters.md' in err
+    assert 'Traceback' not in err
+    assert 'Choose another backend' in err
+    assert 'test_never_runs' not in result.stdout.str()
+
+
+def test_start_method_fixture_is_the_selected_backend(pytester, run):
+    pytester.makepyfile(
+        test_method="""
+        def test_method(start_method):
+            assert start_method == 'mp_spawn'
+        """
+    )
+    run('--spawn-backend=mp_spawn').assert_outcomes(passed=1)
+    run().assert_outcomes(failed=1)  # the default backend is trio
+
+
+ACTOR_TEST_BOUNDS = """
+import trio
+from subactor.testing import actor_test
+
+@actor_test(root=False)
+async def test_default_bound():
+    await trio.sleep_forever()
+
+@actor_test(root=False, timeout=0.2)
+async def test_own_bound():
+    await trio.sleep_forever()
+
+@actor_test(root=False)
+async def test_within_bound(start_method):
+    assert isinstance(start_method, str)
+"""
+
+
+def test_actor_test_default_bound_and_per_test_override(pytester, run):
+    pytester.makepyfile(test_bounds=ACTOR_TEST_BOUNDS)
+    t0 = time.monotonic()
+    result = run('--actor-test-timeout=0.5', '-k=default_bound or within_bound')
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(['*TooSlowError*'])
+    # The per-test bound wins over a long run default.
+    result = run('--actor-test-timeout=600', '-k=own_bound')
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(['*TooSlowError*'])
+    assert time.monotonic() - t0 < 60, 'both bounds are far below the run default'
+    assert run('--actor-test-timeout=0').ret == pytest.ExitCode.USAGE_ERROR
+
+
+SKIP_SCOPES = {
+    'test_function_scope.py': """
+        import pytest
+
+        @pytest.mark.skipon_spawn_backend('trio', reason='function says no')
+        def test_skipped():
+            raise AssertionError
+
+        @pytest.mark.skipon_spawn_backend('subint')
+        def test_runs():
+            pass
+        """,
+    'test_class_scope.py': """
+        import pytest
+
+        @pytest.mark.skipon_spawn_backend('trio', reason='class says no')
+        class TestAll:
+            def test_skipped(self):
+                raise AssertionError
+        """,
+    'test_module_single.py': """
+        import pytest
+
+        pytestmark = pytest.mark.skipon_spawn_backend('mp_spawn', 'trio', reason='module says no')
+
+        def test_skipped():
+            raise AssertionError
+        """,
+    'test_module_list.py': """
+        import pytest
+
+        pytestmark = [pytest.mark.slow, pytest.mark.skipon_spawn_backend('trio', reason='list says no')]
+
+        def test_skipped():
+            raise AssertionError
+        """,
+}
+
+
+def test_skipon_spawn_backend_at_every_scope(pytester, run):
+    pytester.makeini('[pytest]\nmarkers =\n    slow: slow\n')
+    pytester.makepyfile(**{name[:-3]: textwrap.dedent(src) for name, src in SKIP_SCOPES.items()})
+    result = run('--spawn-backend=trio', '--strict-markers', '-rs')
+    result.assert_outcomes(passed=1, skipped=4)
+    for reason in ('function says no', 'class says no', 'module says no', 'list says no'):
+        result.stdout.fnmatch_lines([f'*{reason}*'])
+    # On another backend none of them matches: the skipped tests run (and fail on purpose).
+    run('--spawn-backend=mp_forkserver', '--strict-markers').assert_outcomes(passed=1, failed=4)
+
+
+@pytest.mark.parametrize('args', ["'no_such_backend'", ''], ids=['unknown_name', 'no_name'])
+def test_skipon_spawn_backend_needs_registered_names(pytester, run, args):
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.skipon_spawn_backend({args})
+        def test_marked():
+            pass
+        """
+    )
+    result = run('--spawn-backend=trio')
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert 'needs registered backend names' in result.stderr.str()
+    assert 'test_marked' in result.stderr.str()
+
+
+HANGING_TESTS = """
+import pathlib
+import time
+
+DUMPS = pathlib.Path({dumps!r})
+BOUND = 30.0
+
+
+def wait_for_own_dump(name):
+    # Spin in Python (holding the GIL) until the watchdog has written this test's complete dump.
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        for path in DUMPS.glob(f'*{{name}}*.txt'):
+            if '=== end of subactor stack dump ===' in path.read_text():
+                return
+    raise AssertionError('no dump within the bound')
+
+
+def test_hangs_then_fails():
+    wait_for_own_dump('test_hangs_then_fails')
+    raise AssertionError('failed after hanging')
+
+
+def test_slow_but_passes():
+    wait_for_own_dump('test_slow_but_passes')
+
+
+def test_fast():
+    pass
+"""
+
+
+def test_dump_on_hang_writes_one_file_per_slow_test_and_shows_it_on_failure(pytester, run):
+    dumps = pytester.path / 'dumps'
+    pytester.makepyfile(test_hanging=HANGING_TESTS.format(dumps=str(dumps)))
+    result = run('--dump-on-hang=0.1', f'--dump-on-hang-dir={dumps}')
+    result.assert_outcomes(passed=2, failed=1)
+    out = result.stdout.str()
+    assert 'subactor dump-on-hang (' in out
+    assert 'in wait_for_own_dump' in out and 'in test_hangs_then_fails' in out, out
+    files = sorted(p.name for p in dumps.iterdir())
+    assert len(files) == 2, files
+    assert any('test_hangs_then_fails' in f for f in files)
+    assert any('test_slow_but_passes' in f for f in files)
+    assert 'stack dumps of 2 test(s)' in out
+
+
+def test_dump_on_hang_default_directory_and_bad_values(pytester, run):
+    pytester.makepyfile('def test_fast():\n    pass\n')
+    result = run('--dump-on-hang=5')
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / '.subactor-dumps').is_dir()
+    assert list((pytester.path / '.subactor-dumps').iterdir()) == [], 'no file for a test that never fired'
+    for bad in ('0', '-1', 'inf'):
+        assert run(f'--dump-on-hang={bad}').ret == pytest.ExitCode.USAGE_ERROR, bad
+    (pytester.path / 'a_file').write_text('')
+    result = run('--dump-on-hang=5', f'--dump-on-hang-dir={pytester.path / "a_file"}')
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert '--dump-on-hang cannot be used' in result.stderr.str()
+
+
+HUNG_SUBINT_CHILD = """
+import pytest
+import trio
+
+import subactor
+from subactor.testing import actor_test
+
+
+def spin_forever_in_named_function():
+    while True:
+        pass
+
+
+@subactor.context
+async def spin_in_child(ctx):
+    await ctx.started('spinning')
+    spin_forever_in_named_function()
+
+
+@actor_test(timeout=5.0, bounds={'cancel_timeout': 0.3, 'interrupt_join_timeout': 1.5})
+async def test_hung_child():
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('hung_child', enable_modules=['test_hung_child'])
+        async with portal.open_context(spin_in_child) as (_, first):
+            assert first == 'spinning'
+            await trio.sleep_forever()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not available_spawn_methods()['subint'].available, reason='needs the subint backend')
+def test_dump_of_a_hung_subint_child_names_the_function_it_is_stuck_in(pytester, run):
+    pytester.makepyfile(test_hung_child=HUNG_SUBINT_CHILD)
+    dumps = pytester.path / 'dumps'
+    # The dump fires 2.5 s into the test (the child spins within a few hundred ms of the test's start), the
+    # test's own bound ends it at 5 s.
+    result = run('--spawn-backend=subint', '--dump-on-hang=2.5', f'--dump-on-hang-dir={dumps}')
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(['*TooSlowError*'])
+    (dump,) = dumps.iterdir()
+    text = dump.read_text()
+    sections = text.split('\ninterpreter ')[1:]
+    child = [s for s in sections if "[actor 'hung_child']" in s.splitlines()[0]]
+    assert child, text
+    assert 'in spin_forever_in_named_function' in child[0], text
+    assert 'in spin_forever_in_named_function' in result.stdout.str(), 'the failing report shows the dump'
+
+
+def test_resource_delta_fixture_fails_a_test_that_leaks(pytester, run):
+    pytester.makeconftest(
+        """
+        from subactor.devx import resource_delta_fixture
+
+        leak_gate = resource_delta_fixture(autouse=True, fail_on_leak=True, writer=None, settle=0)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import os
+
+        KEEP = []
+
+        def test_leaks_a_pipe():
+            KEEP.append(os.pipe())
+
+        def test_clean():
+            r, w = os.pipe()
+            os.close(r)
+            os.close(w)
+        """
+    )
+    result = run()
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ['*ERROR at teardown of test_leaks_a_pipe*', '*left resources behind*', '*fds: +*pipe:*']
+    )
