@@ -303,3 +303,37 @@ def test_resource_delta_fixture_fails_a_test_that_leaks(pytester, run):
     result.stdout.fnmatch_lines(
         ['*ERROR at teardown of test_leaks_a_pipe*', '*left resources behind*', '*fds: +*pipe:*']
     )
+
+
+STUCK_UNTIL_TIMEOUT = """
+import threading
+
+
+def block_in_c_in_named_function():
+    threading.Event().wait()  # no bound on purpose: pytest-timeout ends the run
+
+
+def test_stuck():
+    block_in_c_in_named_function()
+"""
+
+
+def test_dump_is_on_disk_when_pytest_timeout_thread_method_ends_the_run(pytester, run):
+    pytest.importorskip('pytest_timeout')
+    pytester.makepyfile(test_stuck=STUCK_UNTIL_TIMEOUT)
+    dumps = pytester.path / 'dumps'
+    result = run(
+        '-p',
+        'timeout',
+        '--timeout=3',
+        '--timeout-method=thread',
+        '--dump-on-hang=0.5',
+        f'--dump-on-hang-dir={dumps}',
+    )
+    assert result.ret != pytest.ExitCode.OK
+    assert 'Timeout' in result.stdout.str() + result.stderr.str()
+    (dump,) = dumps.iterdir()
+    assert 'test_stuck' in dump.name
+    text = dump.read_text()
+    assert 'in block_in_c_in_named_function' in text, text
+    assert text.rstrip().endswith('=== end of subactor stack dump ===')
