@@ -121,9 +121,9 @@ class Context:
         closes. The failure may already be here (it can arrive right behind Started, before the block is
         entered), so check what arrived before arming."""
         self._caller_scope = scope
-        if self._transport_error is not None and self._final is None:
-            scope.cancel()
-        elif isinstance(self._final, Error) and not self.is_own_cancel(unpack_error(self._final.info)):
+        lost = self._transport_error is not None and self._final is None
+        failed = isinstance(self._final, Error) and not self.is_own_cancel(unpack_error(self._final.info))
+        if lost or failed:
             scope.cancel()
 
     def transport_closed(self, exc: BaseException) -> None:

@@ -67,16 +67,60 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
 
 
 class HardKilled(BaseException):
-    """The parent wrote to this child's kill pipe: end trio.run now, shielded tasks or not."""
+    """The parent wrote to this child's kill pipe: every task ends now, shielded or not."""
 
 
-async def _watch_kill_pipe(kill_fd: int) -> None:
+def _raise_hard_killed() -> None:
+    raise HardKilled('hard-killed by the parent')
+
+
+def _abort_every_task(main_task: trio.lowlevel.Task) -> int:
+    """Throw HardKilled into every task of `main_task`'s tree that is blocked at a checkpoint, shielded or not;
+    the number of tasks it reached.
+
+    trio has no public "abort everything" (cancellation respects shields, and an error in a system task only
+    cancels), so this uses the abort hook trio itself uses to deliver cancellation: a task parked in any trio
+    wait has an abort function that reschedules it with the given exception. Tasks that are runnable right now
+    are reached by the next kill byte (the parent writes one per attempt). See
+    conc-anal/hard-kill-of-a-shielded-subint-child.md.
+    """
+    reached = 0
+    pending = [main_task]
+    while pending:
+        task = pending.pop()
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+        if getattr(task, '_abort_func', None) is not None:
+            task._attempt_abort(_raise_hard_killed)
+            reached += 1
+    return reached
+
+
+async def _watch_kill_pipe(kill_fd: int, main_task: trio.lowlevel.Task) -> None:
+    """System task: each byte on the kill socket `kill_fd` is acknowledged (a byte back: "my loop runs, do not
+    inject exceptions into it") and aborts every task of the actor (see `_abort_every_task`).
+
+    It keeps watching until trio.run ends (trio cancels system tasks once the main task is done), because a task
+    may catch HardKilled, or be runnable when a byte arrives. An exception the parent injected into a busy loop
+    may land here; it must not end the watch, or a child idle in epoll could never be reached again.
+    """
     try:
-        await trio.lowlevel.wait_readable(kill_fd)
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(kill_fd)
+                if not os.read(kill_fd, 64):
+                    return  # the parent closed its end: it will not ask again
+                try:
+                    os.write(kill_fd, b'a')
+                except OSError:
+                    pass  # the parent is gone or not reading: it falls back to injecting
+                if not hasattr(main_task, '_attempt_abort'):
+                    raise HardKilled('hard-killed by the parent (this trio cannot abort shielded tasks)')
+                _abort_every_task(main_task)
+            except KeyboardInterrupt:
+                continue
     finally:
         os.close(kill_fd)
-    # Raised in a system task, this makes trio.run abandon every task at once (TrioInternalError).
-    raise HardKilled('hard-killed by the parent')
 
 
 def run_child_from_fd(
@@ -86,7 +130,7 @@ def run_child_from_fd(
 
     async def main() -> None:
         if kill_fd is not None:
-            trio.lowlevel.spawn_system_task(_watch_kill_pipe, kill_fd)
+            trio.lowlevel.spawn_system_task(_watch_kill_pipe, kill_fd, trio.lowlevel.current_task())
         await child_main(channel_from_fd(fd, label='parent'), uid, method, interp_id)
 
     try:

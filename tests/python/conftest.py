@@ -9,16 +9,7 @@ pytest_plugins = [] if 'subactor._testing.plugin' in sys.modules else ['subactor
 # Known failures per backend, tracked as open work (not skipped: they still run, and pass silently if fixed).
 # Each entry says what is wrong; remove it when fixed.
 KNOWN_FAILING = {
-    'subint': {
-        'test_context.py::test_callee_cancel_reaches_caller_as_context_cancelled': 'callee self-cancel ack races',
-        'test_nested.py::test_grandchild_lineage_and_result': 'nested subint spawn from a subint child fails',
-        'test_nested.py::test_grandchild_failure_reaches_the_root': 'nested subint spawn from a subint child fails',
-        'test_nested.py::test_root_nursery_cancel_reaches_grandchildren': 'nested subint spawn fails',
-        'test_rpc.py::test_run_sync_async_and_values_round_trip': 'a value type does not round-trip on subint',
-        'test_cancellation.py::test_cancelling_parent_scope_cancels_the_subtree': 'stale registry entry',
-        'test_context.py::test_remote_failure_after_started_cancels_the_block_and_raises': 'flaky on subint',
-        'test_subint.py::test_interrupt_reclaims_child[ignoring_cancellation]': 'kill-pipe race, flaky',
-    },
+    'subint': {},
     'mp_spawn': {
         'test_ctrl_c.py::test_sigint_ends_tree_with_spinning_and_stuck_children': 'mp tree teardown after SIGINT prints child tracebacks and misses the bound',
         'test_faults.py::test_child_exiting_unexpectedly_raises_actor_failure': 'mp backends do not capture child stderr: ActorFailure has no stderr tail',

@@ -57,6 +57,33 @@ async def test_interrupt_reclaims_child(fn, signal_value):
     assert subactor.current_actor().abandoned == []
 
 
+@actor_test(bounds={'cancel_timeout': 0.3, 'kill_pipe_grace': 10.0})
+async def test_kill_pipe_alone_unwinds_a_shielded_child_and_runs_its_finally_blocks(tmp_path):
+    """The kill byte throws HardKilled into the shielded task itself: no injected exception is needed (the
+    grace before injecting is 10 s here), the task's cleanup runs, and the child ends promptly.
+    Regression for conc-anal/hard-kill-of-a-shielded-subint-child.md."""
+    record = tmp_path / 'ended-with'
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('shielded', enable_modules=['actors.stuck'])
+        async with trio.open_nursery() as n:
+
+            async def hold_context(task_status=trio.TASK_STATUS_IGNORED):
+                with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
+                    async with portal.open_context(stuck.ignore_cancel_with_cleanup, path=str(record)) as (
+                        _,
+                        first,
+                    ):
+                        task_status.started(first)
+                        await trio.sleep_forever()
+
+            assert await n.start(hold_context) == 'shielded'
+            start = trio.current_time()
+            await an.cancel()
+        assert trio.current_time() - start < 5.0  # cancel_timeout + unwinding, far below the 10 s grace
+    assert record.read_text() == 'HardKilled'
+    assert subactor.current_actor().abandoned == []
+
+
 @actor_test(bounds=FAST)
 async def test_hard_kill_aborts_channel_so_parked_receiver_wakes():
     """A parent task parked on a stream from a child the parent gives up on wakes with TransportClosed."""

@@ -6,9 +6,10 @@
 #   trio worker thread ever holds a subinterpreter thread state.
 # - Parent and child talk over a socketpair made here; the child end's fd number is written into the bootstrap
 #   (the interpreters share the process's fd table), so there is no listener, address or connect-back.
-# - Hard kill, every step bounded by Bounds: inject an exception into the child's threads (repeatedly, over
-#   `interrupt_join_timeout`), which reclaims any pure-Python code within milliseconds; a thread still running
-#   after that is stuck in C: it is abandoned (reported, never destroyed from here, never blocking exit).
+# - Hard kill, every step bounded by Bounds: a byte on a kill socket makes a child whose loop runs abort every
+#   task (shielded ones too) and acknowledge; a child busy in Python code gets exceptions injected into its
+#   threads (backing off over `interrupt_join_timeout`) until its loop runs and acknowledges; a thread still
+#   running after that is stuck in C: it is abandoned (reported, never destroyed from here, never blocking exit).
 # - Warm start: a bounded pool of interpreters that already imported the runtime and block on a pipe for their
 #   assignment (fd, name, uuid). Taking one starts a replacement at once, so spawning faster than the pool refills
 #   just means waiting on a still-importing interpreter. Each pooled interpreter serves exactly one actor.
@@ -108,12 +109,18 @@ class SubintChild(Child):
     """A child actor in a subinterpreter on its own driver thread."""
 
     def __init__(
-        self, handle: Any, bounds: Bounds, child_sock: socket.socket, kill_pipe: tuple[int, int]
+        self,
+        handle: Any,
+        bounds: Bounds,
+        child_sock: socket.socket,
+        kill_socks: tuple[socket.socket, socket.socket],
     ) -> None:
         self.handle = handle
         self._bounds = bounds
         self._child_sock = child_sock
-        self._kill_r, self._kill_w = kill_pipe
+        # The kill socketpair: we keep `_kill` and send kill bytes on it; the child works on a dup of
+        # `_kill_child_end` (ours is closed after the handshake) and answers each byte with an acknowledgement.
+        self._kill, self._kill_child_end = kill_socks
         # Set when the thread is done (exit_fd readable) or abandoned. One system task watches the fd: trio
         # allows a single waiter per fd, and a system task outlives any cancel scope of the waiters.
         self._gone = trio.Event()
@@ -144,36 +151,77 @@ class SubintChild(Child):
         return self.abandoned or self.handle.outcome is not None
 
     async def hard_kill(self) -> None:
+        """Reclaim the child, every step bounded (conc-anal/hard-kill-of-a-shielded-subint-child.md):
+
+        1. Send a kill byte. A child whose trio loop runs acknowledges it at once and throws HardKilled into
+           every task, shielded or not, so its cleanup runs and it ends within milliseconds.
+        2. No acknowledgement within `kill_pipe_grace`: the loop is busy in Python code. Inject an exception
+           into its threads, backing off (T/7, 2T/7, 4T/7 of `interrupt_join_timeout` T for three attempts),
+           and send a byte with each, until it acknowledges or ends. Once acknowledged, stop injecting: an
+           exception landing inside trio's own machinery while it unwinds can wedge the loop.
+        3. Still running when T is spent: the thread is stuck in C; it is abandoned (never destroyed from here).
+        """
         with trio.CancelScope(shield=True):
             if self.exited():
                 return
-            # Back off between attempts (T/7, 2T/7, 4T/7 for three): unwinding trio and ending the interpreter
-            # takes tens of milliseconds, and a second exception landing in that teardown only slows it.
+            deadline = trio.current_time() + self._bounds.interrupt_join_timeout
+            acked = False
+            self._send_kill_byte()
+            with trio.move_on_after(self._bounds.kill_pipe_grace):
+                acked = await self._gone_or_acked()
             attempts = max(1, int(self._bounds.interrupt_attempts))
             unit = self._bounds.interrupt_join_timeout / (2**attempts - 1)
-            # The kill pipe ends the child's trio.run as soon as its loop runs (even with shielded tasks); the
-            # injected exception makes a loop that is busy in Python code run.
-            try:
-                os.write(self._kill_w, b'k')
-            except OSError:
-                pass
             for attempt in range(attempts):
+                if acked or self._gone.is_set():
+                    break
                 if not self.handle.interrupt('KeyboardInterrupt'):
                     break  # finished meanwhile
+                self._send_kill_byte()
                 with trio.move_on_after(unit * 2**attempt):
-                    await self._gone.wait()
-                    return
+                    acked = await self._gone_or_acked()
+            with trio.move_on_at(deadline):
+                await self._gone.wait()
             if self.handle.outcome is not None:
                 return
             log.warning(
-                'subint child %r (interpreter %s) ignored %d interrupts: its thread is stuck in C; abandoning it',
+                'subint child %r (interpreter %s) did not end within %.2f s of its hard kill (%s): its thread is '
+                'stuck in C; abandoning it',
                 self.handle.name,
                 self.handle.id,
-                attempts,
+                self._bounds.interrupt_join_timeout,
+                'its loop acknowledged the kill' if acked else 'its loop never ran',
             )
             self.handle.abandon()
             self.abandoned = True
             self._gone.set()
+
+    async def _gone_or_acked(self) -> bool:
+        """Wait until the child ends (False) or acknowledges a kill byte (True)."""
+        acked = False
+        async with trio.open_nursery() as n:
+
+            async def wait_ack() -> None:
+                nonlocal acked
+                await trio.lowlevel.wait_readable(self._kill)
+                try:
+                    acked = bool(self._kill.recv(64))
+                except OSError:
+                    pass
+                n.cancel_scope.cancel()
+
+            async def wait_gone() -> None:
+                await self._gone.wait()
+                n.cancel_scope.cancel()
+
+            n.start_soon(wait_ack)
+            n.start_soon(wait_gone)
+        return acked
+
+    def _send_kill_byte(self) -> None:
+        try:
+            self._kill.send(b'k')
+        except OSError:
+            pass  # the buffer is full (the child is not reading: the injected exception is for that) or it is gone
 
     def failure_detail(self) -> str:
         outcome = self.handle.outcome
@@ -183,15 +231,12 @@ class SubintChild(Child):
 
     def after_handshake(self) -> None:
         self._child_sock.close()
-        os.close(self._kill_r)
-        self._kill_r = -1
+        self._kill_child_end.close()
 
     def cleanup(self) -> None:
         self._child_sock.close()
-        for fd in (self._kill_r, self._kill_w):
-            if fd >= 0:
-                os.close(fd)
-        self._kill_r = self._kill_w = -1
+        self._kill_child_end.close()
+        self._kill.close()
         if self.handle.outcome is not None:
             self.handle.join(0)
             self.handle.close()
@@ -294,7 +339,9 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     name, uuid = uid
     child_fd = child_sock.fileno()
-    kill_r, kill_w = os.pipe()
+    kill, kill_child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    kill.setblocking(False)  # a kill byte never blocks the parent
+    kill_r = kill_child_end.fileno()
     try:
         warm = _take_warm()
         if warm is not None:
@@ -311,8 +358,8 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
     except BaseException:
         parent_sock.close()
         child_sock.close()
-        os.close(kill_r)
-        os.close(kill_w)
+        kill.close()
+        kill_child_end.close()
         raise
-    child = SubintChild(handle, bounds, child_sock, (kill_r, kill_w))
+    child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end))
     return child, channel_from_socket(parent_sock, label='child')

@@ -43,3 +43,16 @@ async def stream_forever(ctx):
 async def use_worker_thread():
     """Leave a trio worker thread cached in this actor (its cache keeps idle threads for 10 s)."""
     return await trio.to_thread.run_sync(lambda: 'from a worker thread')
+
+
+@subactor.context
+async def ignore_cancel_with_cleanup(ctx, path):
+    """Ignore cancellation inside a shield; record in `path` how the task finally ended."""
+    await ctx.started('shielded')
+    try:
+        with trio.CancelScope(shield=True):
+            await trio.sleep_forever()
+    except BaseException as exc:
+        with open(path, 'w') as f:  # noqa: ASYNC230 (a dying task: no await, nothing can interrupt it)
+            f.write(type(exc).__name__)
+        raise
