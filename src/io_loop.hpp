@@ -49,6 +49,7 @@ class IoLoop {
  public:
   static IoLoop& Get();
   std::shared_ptr<Timer> After(double seconds, std::function<void()> fn);
+  asio::io_context& context() { return ctx_; }  // for I/O objects whose handlers run on the io thread
 
  private:
   IoLoop();

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "dump_server.hpp"
 #include "interpreter.hpp"
 #include "io_loop.hpp"
 #include "registry.hpp"
@@ -222,6 +223,20 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
       py::arg("id"), py::kw_only(), py::arg("wait") = 0.0,
       "Cancel a watchdog; True if it had not fired. If it fired, wait up to `wait` seconds for its dump "
       "to be complete");
+  m.def(
+      "serve_dumps",
+      [](const py::object& path) {
+        const std::string where = PathArg(path);
+        try {
+          subactor::ServeDumps(where);
+        } catch (const std::system_error& error) {
+          RaiseOSError(error);
+        }
+      },
+      py::arg("path"),
+      "Answer every connection to a new UNIX socket at path with a full dump, from the driver's io thread");
+  m.def("stop_serving_dumps", &subactor::StopServingDumps,
+        "Stop the dump server (the caller removes its socket file); False if none was running");
   m.def(
       "set_interpreter_label",
       [](const py::object& label) {

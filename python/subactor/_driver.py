@@ -32,9 +32,11 @@ from ._native import (
     interrupt_after,
     live,
     live_count,
+    serve_dumps,
     set_interpreter_label,
     shutdown,
     spawn,
+    stop_serving_dumps,
 )
 
 __all__ = [
@@ -50,9 +52,11 @@ __all__ = [
     'interrupt_after',
     'live',
     'live_count',
+    'serve_dumps',
     'set_interpreter_label',
     'shutdown',
     'spawn',
+    'stop_serving_dumps',
     'wait_exit',
 ]
 

@@ -12,6 +12,8 @@ Typical usage::
         trio.run(main)
     assert not delta.leaked, delta.describe()
 
+    serve_dumps()   # then, from a shell: python -m subactor.devx dump <pid>
+
 Design:
 
 - Why native. `faulthandler` and `sys._current_frames()` see only the current interpreter, and anything that
@@ -31,22 +33,27 @@ Design:
   interpreters and their assignment pipes, multiprocessing's resource tracker and fork server pipes, and the
   driver's io thread (started before the first snapshot). Threads and interpreters ending late (a child
   actor's thread that is between "exited" and "gone") get `settle` seconds to go before they count.
-- No `python -m subactor.devx dump PID`: dumping another process from outside needs code in that process
-  that runs when asked. A Python signal handler is not it (starved exactly like SIGINT); a signalfd on the
-  driver's thread needs the signal blocked in every thread, which a library cannot arrange for threads it did
-  not start (an unblocked SIGUSR1 kills the process); a listening socket per process is a standing,
-  process-wide side effect for a rare need. Arm `dump_on_hang` (or pytest's `--dump-on-hang`) in the
-  process instead: it costs one timer while armed.
+- Dumps from outside: `python -m subactor.devx dump PID` reads a dump from a process that called
+  `serve_dumps()` (opt-in). Asking a process for a dump needs code in it that runs on demand: a Python
+  signal handler is starved exactly like SIGINT, and a signalfd needs the signal blocked in every thread, which
+  a library cannot arrange for threads it did not start (an unblocked SIGUSR1 kills the process). So the
+  driver's io thread listens on a UNIX socket (mode 0600, in a 0700 directory of this user) and answers each
+  connection with a dump, taking the GIL as the watchdog does. Not on by default: a standing socket per
+  process is a side effect a library should not impose.
 """
 
 from __future__ import annotations
 
+import argparse
+import atexit
 import contextlib
 import dataclasses
 import math
 import os
+import socket
 import stat
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,8 +69,11 @@ __all__ = [
     'ResourceSnapshot',
     'arm_hang_dump',
     'dump_on_hang',
+    'dump_socket_path',
     'resource_delta_fixture',
+    'serve_dumps',
     'snapshot_resources',
+    'stop_serving_dumps',
     'track_resource_deltas',
 ]
 
@@ -418,3 +428,103 @@ def resource_delta_fixture(
             pytest.fail(f'the test left resources behind\n{delta.describe()}', pytrace=False)
 
     return pytest.fixture(autouse=autouse, name=name)(fixture)
+
+
+# --- dumps on request --------------------------------------------------------------------------------------
+
+#: How long `python -m subactor.devx dump PID` waits for the whole dump (env SUBACTOR_DUMP_CLIENT_TIMEOUT).
+DUMP_CLIENT_TIMEOUT: float = _seconds_from_env('SUBACTOR_DUMP_CLIENT_TIMEOUT', 30.0)
+
+_serving: Path | None = None
+
+
+def _socket_dir() -> Path:
+    """This user's directory for dump sockets (env SUBACTOR_DUMP_SOCKET_DIR, else $XDG_RUNTIME_DIR/subactor,
+    else <tmp>/subactor-<uid>), created 0700; refused if someone else owns it or others may enter it."""
+    raw = os.environ.get('SUBACTOR_DUMP_SOCKET_DIR')
+    if raw:
+        return Path(raw)
+    runtime = os.environ.get('XDG_RUNTIME_DIR')
+    base = Path(runtime) / 'subactor' if runtime else Path(tempfile.gettempdir()) / f'subactor-{os.getuid()}'
+    base.mkdir(mode=0o700, exist_ok=True)
+    info = base.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(
+            f'refusing to use {str(base)!r} for dump sockets: not a private directory of ours'
+        )
+    return base
+
+
+def dump_socket_path(pid: int) -> Path:
+    """Where process `pid` serves dumps (see `serve_dumps`)."""
+    return _socket_dir() / f'dump-{pid}.sock'
+
+
+def serve_dumps() -> Path:
+    """Answer `python -m subactor.devx dump <this pid>` from now on (idempotent): the driver's own thread
+    serves a full dump per connection on a private UNIX socket, so it works while the main thread is wedged.
+    The socket is removed at exit. Returns its path."""
+    global _serving
+    if _serving is not None:
+        return _serving
+    driver = _driver()
+    path = dump_socket_path(os.getpid())
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()  # left by a dead process that had our pid
+    driver.serve_dumps(path)
+    _serving = path
+    atexit.register(stop_serving_dumps)
+    return path
+
+
+def stop_serving_dumps() -> None:
+    """Stop `serve_dumps` and remove its socket (idempotent)."""
+    global _serving
+    if _serving is None:
+        return
+    path, _serving = _serving, None
+    _driver().stop_serving_dumps()
+    path.unlink(missing_ok=True)
+
+
+def read_dump(pid: int, timeout: float = DUMP_CLIENT_TIMEOUT) -> str:
+    """A dump of process `pid`, which must have called `serve_dumps()`."""
+    path = dump_socket_path(pid)
+    chunks = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(os.fspath(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise LookupError(
+                f'process {pid} does not serve dumps ({str(path)!r} is missing or stale): call '
+                'subactor.devx.serve_dumps() in it'
+            ) from None
+        deadline = time.monotonic() + timeout
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+    return b''.join(chunks).decode('utf-8', errors='replace')
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m subactor.devx', description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest='command', required=True)
+    dump = commands.add_parser('dump', help='print the stacks of every interpreter of a serving process')
+    dump.add_argument('pid', type=int)
+    dump.add_argument(
+        '--timeout', type=float, default=DUMP_CLIENT_TIMEOUT, help='seconds (default: %(default)s)'
+    )
+    args = parser.parse_args(argv)
+    try:
+        text = read_dump(args.pid, args.timeout)
+    except (LookupError, OSError) as exc:
+        print(f'subactor.devx: {exc}', file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0 if DUMP_END in text else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

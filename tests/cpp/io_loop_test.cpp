@@ -1,12 +1,17 @@
 // GoogleTest for the driver's io thread: timers, interrupt_after and the watchdog.
 #include "io_loop.hpp"
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
 #include <sstream>
 
 #include "driver_fixture.hpp"
+#include "dump_server.hpp"
 #include "interpreter.hpp"
 #include "stacks.hpp"
 
@@ -98,6 +103,44 @@ TEST_F(DriverTest, LateDisarmWaitsForTheDumpToBeComplete) {
   const std::string dump = ReadFile(path);
   EXPECT_NE(dump.find("interpreter 0 (main)"), std::string::npos) << dump;
   EXPECT_NE(dump.find(kDumpEnd), std::string::npos) << dump;
+  std::remove(path.c_str());
+}
+
+// Connects to a UNIX socket and reads until EOF (bounded).
+std::string ReadSocket(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  path.copy(addr.sun_path, path.size());
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    char buf[4096];
+    for (pollfd p{fd, POLLIN, 0}; poll(&p, 1, 10000) == 1;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      out.append(buf, n);
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+TEST_F(DriverTest, DumpServerAnswersEachConnectionWithADump) {
+  const std::string path = ::testing::TempDir() + "/dumps-" + std::to_string(getpid()) + ".sock";
+  std::remove(path.c_str());
+  ServeDumps(path);
+  EXPECT_THROW(ServeDumps(path + "2"), std::runtime_error);
+  struct stat st{};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  for (int i = 0; i < 2; ++i) {
+    const std::string dump = ReadSocket(path);
+    EXPECT_NE(dump.find("stack dump on request"), std::string::npos) << dump;
+    EXPECT_NE(dump.find("interpreter 0 (main)"), std::string::npos) << dump;
+    EXPECT_NE(dump.find(kDumpEnd), std::string::npos) << dump;
+  }
+  EXPECT_TRUE(StopServingDumps());
+  EXPECT_FALSE(StopServingDumps());
   std::remove(path.c_str());
 }
 

@@ -2,6 +2,8 @@
 import math
 import os
 import select
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -212,3 +214,63 @@ def test_track_resource_deltas_is_quiet_when_nothing_changes():
     assert lines == []
     with pytest.raises(ValueError, match='settle'), devx.track_resource_deltas('x', settle=-1):
         pass
+
+
+# --- dumps on request from outside the process ---------------------------------------------------------------
+
+SERVING_PROCESS = """
+import os
+from subactor import devx
+
+def spin_in_served_process():
+    os.write(1, (str(devx.serve_dumps()) + '\\n').encode())
+    while True:
+        pass
+
+spin_in_served_process()
+"""
+
+
+def test_dump_command_reads_the_stacks_of_a_running_process(tmp_path):
+    env = {**os.environ, 'SUBACTOR_DUMP_SOCKET_DIR': str(tmp_path)}
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (os.path.dirname(os.path.dirname(subactor.__file__)), env.get('PYTHONPATH')) if p
+    )
+    proc = subprocess.Popen([sys.executable, '-c', SERVING_PROCESS], stdout=subprocess.PIPE, env=env)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], DUMP_WAIT)
+        assert ready, 'the process never started serving'
+        sock = proc.stdout.readline().decode().strip()
+        assert sock == str(tmp_path / f'dump-{proc.pid}.sock')
+        assert os.stat(sock).st_mode & 0o777 == 0o600
+        command = [sys.executable, '-m', 'subactor.devx', 'dump', str(proc.pid)]
+        out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=DUMP_WAIT * 3)
+        assert out.returncode == 0, out.stderr
+        assert 'stack dump on request' in out.stdout
+        assert 'interpreter 0 (main)' in out.stdout
+        assert 'in spin_in_served_process' in out.stdout, 'the main thread spins in Python with the GIL'
+        assert out.stdout.rstrip().endswith(devx.DUMP_END)
+    finally:
+        proc.kill()
+        proc.wait(DUMP_WAIT)
+        proc.stdout.close()
+    # Killed: its socket is stale, and the command says so.
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=DUMP_WAIT * 3)
+    assert out.returncode == 1
+    assert f'process {proc.pid} does not serve dumps' in out.stderr
+
+
+def test_serve_dumps_in_this_process_is_idempotent_and_stops(tmp_path, monkeypatch):
+    monkeypatch.setenv('SUBACTOR_DUMP_SOCKET_DIR', str(tmp_path))
+    path = devx.serve_dumps()
+    try:
+        assert devx.serve_dumps() == path
+        text = devx.read_dump(os.getpid(), timeout=DUMP_WAIT)
+        # read_dump waits in recv (GIL released) while the driver's thread writes this very thread's stack.
+        assert 'in read_dump' in text, text
+        assert text.rstrip().endswith(devx.DUMP_END)
+    finally:
+        devx.stop_serving_dumps()
+    assert not path.exists()
+    with pytest.raises(LookupError, match='does not serve dumps'):
+        devx.read_dump(os.getpid(), timeout=DUMP_WAIT)
