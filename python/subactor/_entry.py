@@ -5,6 +5,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
 import trio
 
@@ -138,11 +139,46 @@ def run_child_from_fd(
     except BaseException as exc:
         if _is_interrupt(exc):
             return 130  # hard-killed by an injected KeyboardInterrupt (or Ctrl-C in a process child)
-        raise
+        leaving = _find_system_exit(exc)
+        if leaving is None:
+            raise
+        # sys.exit() in any task ends the actor with that status, on every backend (a process child exits with
+        # it; a subint child's interpreter ends with it). Its traceback is the failure detail the parent shows.
+        code = _exit_status_of(leaving)
+        sys.stderr.write(f'actor {uid[0]!r} is exiting with status {code}: SystemExit raised in a task\n')
+        traceback.print_exception(leaving, file=sys.stderr)
+        sys.stderr.flush()
+        global last_exit_cause
+        last_exit_cause = leaving
+        return code
     finally:
         if interp_id is not None:
             retire_threads(Bounds.from_env().interrupt_join_timeout)
     return 0
+
+
+# The SystemExit that ended the last actor run in this interpreter (a subint child chains it to its own exit).
+last_exit_cause: SystemExit | None = None
+
+
+def _find_system_exit(exc: BaseException) -> SystemExit | None:
+    if isinstance(exc, SystemExit):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _find_system_exit(inner)) is not None:
+                return found
+    if isinstance(exc, trio.TrioInternalError) and exc.__cause__ is not None:
+        return _find_system_exit(exc.__cause__)
+    return None
+
+
+def _exit_status_of(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    return 1  # sys.exit('message'), as Python itself exits
 
 
 def _is_interrupt(exc: BaseException) -> bool:

@@ -172,6 +172,8 @@ class ActorNursery:
         finally:
             rec.exited.set()
             self._children.pop(uid, None)
+            # Read before cleanup(), which releases what the detail comes from (an mp child's tail file).
+            last_words = child.failure_detail() if child.exited() else ''
             child.cleanup()
             with trio.CancelScope(shield=True):
                 await _discovery.unregister(actor, uid)
@@ -185,7 +187,7 @@ class ActorNursery:
                 ActorFailure(
                     f'child actor {uid[0]!r} exited unexpectedly (exit status {rec.status})',
                     exit_status=rec.status,
-                    stderr_tail=child.failure_detail(),
+                    stderr_tail=last_words,
                 )
             )
 

@@ -12,11 +12,9 @@ KNOWN_FAILING = {
     'subint': {},
     'mp_spawn': {
         'test_ctrl_c.py::test_sigint_ends_tree_with_spinning_and_stuck_children': 'mp tree teardown after SIGINT prints child tracebacks and misses the bound',
-        'test_faults.py::test_child_exiting_unexpectedly_raises_actor_failure': 'mp backends do not capture child stderr: ActorFailure has no stderr tail',
     },
     'mp_forkserver': {
         'test_ctrl_c.py::test_sigint_ends_tree_with_spinning_and_stuck_children': 'mp tree teardown after SIGINT prints child tracebacks and misses the bound',
-        'test_faults.py::test_child_exiting_unexpectedly_raises_actor_failure': 'mp backends do not capture child stderr: ActorFailure has no stderr tail',
     },
 }
 

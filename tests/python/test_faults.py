@@ -33,17 +33,43 @@ async def test_boot_failure_raises_actor_failure_with_the_child_traceback():
 
 @actor_test
 async def test_child_exiting_unexpectedly_raises_actor_failure():
+    # A process child leaves with os._exit(3); a subint child (sharing this process) ends its interpreter with
+    # SystemExit(3): to the parent both are an actor that vanished mid-call with status 3.
     with pytest.raises(subactor.ActorFailure) as info:
         async with subactor.open_nursery() as an:
             portal = await an.start_actor('quitter', enable_modules=['actors.basic'])
-            if (await portal.run(basic.whoami))['pid'] == os.getpid():
-                pytest.skip('the child shares this process: exiting would end the test run')
             with pytest.raises(subactor.TransportClosed):
                 await portal.run(basic.exit_now, code=3)
             await trio.sleep_forever()
     assert info.value.exit_status == 3
     assert 'quitter' in str(info.value)
-    assert 'leaving on purpose' in info.value.stderr_tail
+    assert 'exit_now' in info.value.stderr_tail
+
+
+@actor_test
+async def test_sys_exit_in_a_remote_task_ends_the_actor_with_its_status():
+    with pytest.raises(subactor.ActorFailure) as info:
+        async with subactor.open_nursery() as an:
+            portal = await an.start_actor('sys-exit', enable_modules=['actors.basic'])
+            with pytest.raises(subactor.TransportClosed):
+                await portal.run(basic.exit_with_sys_exit, code=4)
+            await trio.sleep_forever()
+    assert info.value.exit_status == 4
+    assert 'SystemExit' in info.value.stderr_tail
+
+
+async def _kill_abruptly(portal, pid, nursery):
+    """SIGKILL a process child; a subint child cannot be killed alone, so it ends itself abruptly instead."""
+    if pid != os.getpid():
+        os.kill(pid, signal.SIGKILL)
+        return -signal.SIGKILL
+
+    async def exit_in_the_child():
+        with pytest.raises(subactor.TransportClosed):
+            await portal.run(basic.exit_now, code=9)
+
+    nursery.start_soon(exit_in_the_child)
+    return 9
 
 
 @actor_test(timeout=15)
@@ -53,14 +79,13 @@ async def test_child_killed_mid_stream_ends_the_stream_promptly():
         async with subactor.open_nursery() as an:
             portal = await an.start_actor('victim', enable_modules=['actors.basic', 'actors.streaming'])
             pid = (await portal.run(basic.whoami))['pid']
-            if pid == os.getpid():
-                pytest.skip('the child shares this process: it cannot be killed alone')
             async with (
+                trio.open_nursery() as killers,
                 portal.open_context(streaming.stream_then_wait) as (ctx, _),
                 ctx.open_stream() as stream,
             ):
                 assert await stream.receive() == 'first'
-                os.kill(pid, signal.SIGKILL)
+                expected_status = await _kill_abruptly(portal, pid, killers)
                 start = trio.current_time()
                 with pytest.raises(subactor.TransportClosed):
                     await stream.receive()
@@ -70,7 +95,7 @@ async def test_child_killed_mid_stream_ends_the_stream_promptly():
     failures = info.value.exceptions if isinstance(info.value, BaseExceptionGroup) else [info.value]
     for failure in failures:
         if isinstance(failure, subactor.ActorFailure):
-            assert failure.exit_status == -signal.SIGKILL
+            assert failure.exit_status == expected_status
 
 
 async def raw_connect(addr):

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import traceback
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -78,19 +78,58 @@ class MpChild(Child):
             self.proc.close()
 
 
+# The stderr tail file of an mp child is kept under this size (it is rewritten to its last quarter past it).
+TAIL_FILE_MAX_BYTES = 256 * 1024
+
+
+class _StderrTail:
+    """The mp child's sys.stderr: writes go to the real stderr and, line by line, to the tail file the parent
+    reads when the child fails (multiprocessing gives the parent no pipe to the child's stderr). Written
+    through, so the tail survives os._exit and SIGKILL."""
+
+    def __init__(self, real: Any, path: str) -> None:
+        self._real = real
+        self._path = path
+        self._file = open(path, 'a', encoding='utf-8', errors='replace')  # noqa: SIM115 (lives as long as we do)
+
+    def write(self, text: str) -> int:
+        self._real.write(text)
+        self._file.write(text)
+        if '\n' in text:
+            self._file.flush()
+            if self._file.tell() > TAIL_FILE_MAX_BYTES:
+                self._shrink()
+        return len(text)
+
+    def _shrink(self) -> None:
+        self._file.close()
+        with open(self._path, 'rb') as f:
+            f.seek(-TAIL_FILE_MAX_BYTES // 4, os.SEEK_END)
+            keep = f.read()
+        with open(self._path, 'wb') as f:
+            f.write(keep)
+        self._file = open(self._path, 'a', encoding='utf-8', errors='replace')  # noqa: SIM115
+
+    def flush(self) -> None:
+        self._real.flush()
+        self._file.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 def _child_entry(sock_path: str, uid: tuple[str, str], method: str, tail_path: str) -> None:
     """Runs in the child process: connect to the parent's one-shot socket and serve as an actor."""
     from .._entry import run_child_from_fd
 
+    if sys.stderr is not None:
+        sys.stderr = _StderrTail(sys.stderr, tail_path)
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(sock_path)
         code = run_child_from_fd(sock.detach(), uid, method)
     except BaseException:
-        text = traceback.format_exc()
-        with open(tail_path, 'a', encoding='utf-8') as f:
-            f.write(text)
-        sys.stderr.write(text)
+        traceback.print_exc()
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()

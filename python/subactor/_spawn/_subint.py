@@ -75,11 +75,11 @@ def current_interp_id() -> int | None:
 def child_bootstrap(fd: int, name: str, uuid: str, kill_fd: int) -> None:
     """Runs inside the child interpreter: serve as actor (name, uuid) on the inherited socket fd; a byte on
     kill_fd ends its trio.run at once, shielded tasks included."""
-    from .._entry import run_child_from_fd
+    from .. import _entry
 
-    code = run_child_from_fd(fd, (name, uuid), 'subint', interp_id=current_interp_id(), kill_fd=kill_fd)
+    code = _entry.run_child_from_fd(fd, (name, uuid), 'subint', interp_id=current_interp_id(), kill_fd=kill_fd)
     if code:
-        raise SystemExit(code)
+        raise SystemExit(code) from _entry.last_exit_cause
 
 
 def warm_imports() -> None:

@@ -1,4 +1,8 @@
 # Plain remote functions used across the actor tests.
+import sys
+
+import trio
+
 import subactor
 
 
@@ -68,9 +72,19 @@ def raise_local_only():
 
 
 def exit_now(code=3):
+    """End this actor at once with exit status `code`: a process child leaves with os._exit; a subint child (which
+    shares the process) raises SystemExit, which ends its interpreter with that status."""
     import os
     import sys
 
     sys.stderr.write('exit_now: leaving on purpose\n')
     sys.stderr.flush()
+    if subactor.current_actor().spawn_method == 'subint':
+        raise SystemExit(code)
     os._exit(code)
+
+
+async def exit_with_sys_exit(code=4):
+    """sys.exit() in a remote task: the actor ends with that status on every backend."""
+    await trio.lowlevel.checkpoint()
+    sys.exit(code)
