@@ -77,7 +77,9 @@ def child_bootstrap(fd: int, name: str, uuid: str, kill_fd: int) -> None:
     kill_fd ends its trio.run at once, shielded tasks included."""
     from .. import _entry
 
-    code = _entry.run_child_from_fd(fd, (name, uuid), 'subint', interp_id=current_interp_id(), kill_fd=kill_fd)
+    code = _entry.run_child_from_fd(
+        fd, (name, uuid), 'subint', interp_id=current_interp_id(), kill_fd=kill_fd
+    )
     if code:
         raise SystemExit(code) from _entry.last_exit_cause
 
