@@ -157,7 +157,8 @@ def test_track_resource_deltas_reports_a_leaked_thread():
         thread.start()
     try:
         assert delta.leaked
-        assert delta.threads_added == {thread.ident: "'leaky-thread'"}
+        # (other threads of the process may come and go meanwhile: assert on ours)
+        assert delta.threads_added[thread.ident] == "'leaky-thread'"
         assert lines and lines[0].startswith('thread block: leaked'), lines
         assert "'leaky-thread'" in lines[0]
     finally:
@@ -182,7 +183,7 @@ def test_track_resource_deltas_reports_leaked_and_released_fds():
         os.close(closed_r)
         os.close(closed_w)
     try:
-        assert set(delta.fds_added) == {r, w}
+        assert {r, w} <= set(delta.fds_added)  # other threads of the process may open files meanwhile
         assert {closed_r, closed_w} <= set(delta.fds_removed)
         assert delta.fds_added[r].startswith('pipe:')
         assert '+' in lines[0] and 'fds:' in lines[0]
