@@ -13,13 +13,13 @@ import inspect
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from . import _ipc
-from ._config import Bounds
+from ._config import RPC_SHARE_OF_BUDGET, Bounds
 from ._context import Context, is_context_fn
 from ._errors import MessageEncodeError, ModuleNotExposed, TransportClosed, pack_error
 from ._ipc import Addr, Channel
@@ -89,6 +89,11 @@ class Actor:
         self._rpc_idle = trio.lowlevel.ParkingLot()
         self._cancel_requested_by: tuple[str, str] | None = None
         self._cancel_called = False
+        # Trio time by which whoever asked us to cancel expects us gone (None: no deadline was given).
+        self.cancel_deadline: float | None = None
+        # Set by the child entry: started (as a system task) when the parent channel is lost.
+        self.on_parent_lost: Callable[[], Awaitable[None]] | None = None
+        self._parent_lost = False
         self._parent_chan: Channel | None = None
         self._listener: _ipc.Listener | None = None
         self._registrar_chan: Channel | None = None
@@ -234,9 +239,26 @@ class Actor:
             for (chan_id, _), task in list(self._rpc_tasks.items()):
                 if chan_id == id(chan):
                     task.scope.cancel()
-            if chan is self._parent_chan and not self._cancel_called:
-                log.info('%r: channel to parent lost; cancelling this actor', self)
-                self.cancel_soon(None)
+            if chan is self._parent_chan:
+                self._lost_parent()
+
+    def _lost_parent(self) -> None:
+        if self._parent_lost:
+            return
+        self._parent_lost = True
+        if not self._cancel_called:
+            log.info('%r: channel to parent lost; cancelling this actor', self)
+            self.cancel_soon(None)
+        if self.on_parent_lost is not None:
+            trio.lowlevel.spawn_system_task(self.on_parent_lost, name=f'orphan-reaper:{self.name}')
+
+    def grace_within_budget(self, default: float, share: float) -> float:
+        """How long a cancelling step may wait: `default`, or less when a canceller gave us a deadline: `share`
+        of the time left, so our own children are asked, then killed, and we still exit before it expires."""
+        if self.cancel_deadline is None:
+            return default
+        left = self.cancel_deadline - trio.current_time()
+        return max(0.0, min(default, left * share))
 
     def open_caller_context(self, chan: Channel, fn_name: str) -> Context:
         if chan.closed:
@@ -369,11 +391,17 @@ class Actor:
         for task in list(self._rpc_tasks.values()):
             task.ctx.canceller = task.ctx.canceller or requester or self.uid
             task.scope.cancel()
-        with trio.CancelScope(shield=True), trio.move_on_after(self.bounds.cancel_timeout):
+        # Leave a fifth of a canceller's budget for the acknowledgement and our own exit.
+        bound = self.grace_within_budget(self.bounds.cancel_timeout, RPC_SHARE_OF_BUDGET)
+        with trio.CancelScope(shield=True), trio.move_on_after(bound):
             while self._rpc_tasks:
                 await self._rpc_idle.park()
 
     async def _handle_cancel_actor(self, chan: Channel, msg: CancelActor) -> None:
+        if msg.budget is not None and msg.budget >= 0:
+            deadline = trio.current_time() + msg.budget
+            if self.cancel_deadline is None or deadline < self.cancel_deadline:
+                self.cancel_deadline = deadline
         if not self._cancel_called:
             self._cancel_called = True
             self._cancel_requested_by = chan.peer_uid

@@ -5,6 +5,12 @@ import dataclasses
 import math
 import os
 
+# Of the time a canceller gives an actor (CancelActor.budget): the share its remote tasks get to end (they include
+# its nurseries tearing down its children), and the share each further waiting step gets (a remote task's cancel,
+# children asked to exit before they are killed). Geometric, so a whole subtree ends inside the first budget.
+RPC_SHARE_OF_BUDGET = 0.8
+CHILD_SHARE_OF_BUDGET = 0.5
+
 
 @dataclasses.dataclass(frozen=True)
 class Bounds:
@@ -28,6 +34,9 @@ class Bounds:
     interrupt_join_timeout: float = 2.0
     # Subinterpreter backend: times an exception is injected (backing off over interrupt_join_timeout).
     interrupt_attempts: float = 3
+    # An actor whose parent channel is lost cancels itself; past this bound it aborts every task, shielded ones
+    # too, and (a process) exits after the same bound again: no orphan outlives its parent for long.
+    orphan_timeout: float = 2.0
     # Root actor: wait for the registrar at `registry_addr` to answer.
     registry_timeout: float = 5.0
 

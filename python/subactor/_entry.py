@@ -1,10 +1,12 @@
 # A child actor's life from the inside, shared by every backend: handshake, boot, serve until cancelled, exit.
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
 import sys
+import threading
 import traceback
 
 import trio
@@ -15,6 +17,8 @@ from ._config import Bounds
 from ._errors import TransportClosed, pack_error
 from ._ipc import Channel, as_addr, channel_from_fd
 from ._msg import Error, Hello, Ready, SpawnSpec
+
+log = logging.getLogger('subactor')
 
 
 def setup_logging(loglevel: str | None, name: str) -> None:
@@ -57,6 +61,7 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
         with trio.move_on_after(actor.bounds.task_cancel_timeout):
             await chan.send(Error(None, pack_error(exc, local_uid=uid)))
         raise
+    actor.on_parent_lost = functools.partial(_reap_if_orphaned, actor, trio.lowlevel.current_task())
     _state.set_current(actor)
     try:
         async with trio.open_nursery() as nursery:
@@ -122,6 +127,34 @@ async def _watch_kill_pipe(kill_fd: int, main_task: trio.lowlevel.Task) -> None:
                 continue
     finally:
         os.close(kill_fd)
+
+
+# Exit status of a process child that had to end itself after losing its parent.
+ORPHAN_EXIT_STATUS = 137
+
+
+async def _reap_if_orphaned(actor: Actor, main_task: trio.lowlevel.Task) -> None:
+    """System task started when the parent channel is lost: the actor cancels itself; if it is still running
+    after `orphan_timeout` (a task ignores cancellation), every task is aborted with HardKilled; a process
+    child still alive after the same bound again (spinning, or stuck in C) exits on a timer thread. trio
+    cancels this task as soon as the actor is done. A subint child cannot end its own thread; its parent's
+    interpreter exit interrupts it. See conc-anal/orphaned-grandchild-after-parent-kill.md."""
+    bound = actor.bounds.orphan_timeout
+    await trio.sleep(bound)
+    log.warning('%r lost its parent %.1f s ago and is still running; aborting every task', actor, bound)
+    _abort_every_task(main_task)
+    if actor.interp_id is None:
+        timer = threading.Timer(bound, _exit_orphan, args=(actor.name, bound))
+        timer.daemon = True
+        timer.start()
+
+
+def _exit_orphan(name: str, bound: float) -> None:
+    sys.stderr.write(
+        f'subactor: orphaned actor {name!r} did not end {bound} s after aborting its tasks; exiting\n'
+    )
+    sys.stderr.flush()
+    os._exit(ORPHAN_EXIT_STATUS)
 
 
 def run_child_from_fd(

@@ -104,9 +104,14 @@ class CancelTask(msgspec.Struct, tag='cancel', array_like=True):
 
 
 class CancelActor(msgspec.Struct, tag='cancel-actor', array_like=True):
-    """Ask the receiving actor to cancel everything and exit; acknowledged by Return(cid, True)."""
+    """Ask the receiving actor to cancel everything and exit; acknowledged by Return(cid, True).
+
+    `budget`: seconds the requester waits for the exit before it kills the receiver. The receiver tears its own
+    subtree down within that budget (see Actor.grace_within_budget), so a kill from above never orphans it.
+    """
 
     cid: str
+    budget: float | None = None
 
 
 Msg = (

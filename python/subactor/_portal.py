@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._config import CHILD_SHARE_OF_BUDGET
 from ._context import Context, is_context_fn
 from ._errors import RemoteActorError, TransportClosed
 from ._msg import CancelActor, CancelTask, Return, Start
@@ -88,7 +89,9 @@ class Portal:
         ctx.cancel_called = True
         if ctx._final is not None or self.channel.closed:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(self._actor.bounds.task_cancel_timeout):
+        # Within a canceller's budget, leave the rest of it for tearing down the callee's actor if need be.
+        bound = self._actor.grace_within_budget(self._actor.bounds.task_cancel_timeout, CHILD_SHARE_OF_BUDGET)
+        with trio.CancelScope(shield=True), trio.move_on_after(bound):
             try:
                 await self.channel.send(CancelTask(ctx.cid))
                 await ctx.wait_for_result()
@@ -145,7 +148,7 @@ class Portal:
         ctx = self._actor.open_caller_context(self.channel, 'cancel-actor')
         try:
             with trio.CancelScope(shield=True), trio.move_on_after(bound):
-                await self.channel.send(CancelActor(ctx.cid))
+                await self.channel.send(CancelActor(ctx.cid, bound))
                 return bool(await ctx.wait_for_result())
             return False
         except (TransportClosed, RemoteActorError):

@@ -19,6 +19,7 @@ import trio
 
 from . import _discovery, _state
 from ._actor import Actor, new_uid
+from ._config import CHILD_SHARE_OF_BUDGET
 from ._errors import ActorFailure, ContextCancelled, RemoteActorError, TransportClosed
 from ._ipc import Addr, Channel, remove_socket_file
 from ._portal import Portal, function_ref
@@ -118,7 +119,8 @@ class ActorNursery:
         """Cancel every child: ask over IPC and wait up to `grace` seconds (default: the `cancel_timeout`
         bound), then kill what is left; `hard_kill` skips the asking."""
         self.cancel_called = True
-        grace = self._actor.bounds.cancel_timeout if grace is None else grace
+        if grace is None:
+            grace = self._actor.grace_within_budget(self._actor.bounds.cancel_timeout, CHILD_SHARE_OF_BUDGET)
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as n:
                 for rec in list(self._children.values()):
@@ -195,7 +197,8 @@ class ActorNursery:
         self, rec: _ChildRecord, hard_kill: bool = False, grace: float | None = None
     ) -> None:
         rec.cancel_requested = True
-        grace = self._actor.bounds.cancel_timeout if grace is None else grace
+        if grace is None:
+            grace = self._actor.grace_within_budget(self._actor.bounds.cancel_timeout, CHILD_SHARE_OF_BUDGET)
         with trio.CancelScope(shield=True):
             if not hard_kill and rec.portal is not None:
                 with trio.move_on_after(grace):

@@ -50,6 +50,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import socket
 import stat
 import sys
@@ -289,13 +290,20 @@ def _process_lifetime_fds() -> set[int]:
     return fds
 
 
+# A descriptor open on a shared library is the library's own for the life of the process (libffi opens its .so
+# once, on first use by ctypes, for its trampolines): not a leak of whoever happened to trigger it.
+_SHARED_LIBRARY = re.compile(r'\.so(\.\d+)*$')
+
+
 def _open_fds() -> dict[int, str]:
     fds = {}
     for name in os.listdir('/proc/self/fd'):
         try:
-            fds[int(name)] = os.readlink(f'/proc/self/fd/{name}')
+            target = os.readlink(f'/proc/self/fd/{name}')
         except OSError:  # the listing's own descriptor, closed by now
             continue
+        if not _SHARED_LIBRARY.search(target):
+            fds[int(name)] = target
     return fds
 
 

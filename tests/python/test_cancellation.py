@@ -83,15 +83,28 @@ async def test_outer_cancel_scope_cancels_nursery_and_children():
     assert all(p.channel.closed for p in portals)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason='design gap: every level escalates after the same cancel_timeout, so the root kills the middle '
-    'actor just as it would kill its stuck grandchild, and an orphaned actor whose task ignores cancellation '
-    'never exits (no orphan watchdog / parent-death signal)',
-)
-@actor_test(bounds={'cancel_timeout': 0.5})
+def actor_gone(info):
+    """True when the actor described by `whoami()` runs no more: its process, or its interpreter."""
+    if info['pid'] != os.getpid():
+        return process_gone(info['pid'])
+    from subactor import _driver
+
+    return all(entry['id'] != info['interp_id'] for entry in _driver.live())
+
+
+async def wait_gone(info, bound):
+    with trio.fail_after(bound):
+        while not actor_gone(info):  # noqa: ASYNC110 (no event exists for another process or thread exiting)
+            await trio.sleep(0.02)
+
+
+@actor_test(
+    bounds={'cancel_timeout': 0.5, 'orphan_timeout': 30}
+)  # no orphan reaper: only the budget can pass
 async def test_cancel_reaches_stuck_grandchild():
+    """The root's cancel budget (0.5 s) reaches the middle actor, which asks its stuck grandchild within half of
+    it and then kills it, so the root never has to kill the middle with the grandchild still alive.
+    Regression for conc-anal/orphaned-grandchild-after-parent-kill.md."""
     grandchild = None
     try:
         async with subactor.open_nursery() as an:
@@ -101,11 +114,30 @@ async def test_cancel_reaches_stuck_grandchild():
                 async with subactor.wait_for_actor('stuck-grandchild') as gc:
                     grandchild = await gc.run(basic.whoami)
                 await an.cancel()
-        if grandchild['pid'] == os.getpid():
-            pytest.skip('the grandchild shares this process: there is no process to orphan')
-        with trio.fail_after(3):
-            while not process_gone(grandchild['pid']):  # noqa: ASYNC110 (no event exists for another process exiting)
-                await trio.sleep(0.05)
+        await wait_gone(grandchild, 3)
+    finally:
+        if (
+            grandchild is not None
+            and grandchild['pid'] != os.getpid()
+            and not process_gone(grandchild['pid'])
+        ):
+            os.kill(grandchild['pid'], signal.SIGKILL)
+
+
+@actor_test(bounds={'cancel_timeout': 0.3, 'orphan_timeout': 0.3})
+async def test_orphan_whose_parent_was_killed_ends_itself():
+    """The middle actor is hard-killed at once (no budget to pass on): its grandchild, ignoring cancellation,
+    sees its parent channel drop and, after `orphan_timeout`, aborts its own tasks and ends."""
+    grandchild = None
+    try:
+        async with subactor.open_nursery() as an:
+            portal = await an.start_actor('middle', enable_modules=['actors.nested'])
+            async with trio.open_nursery() as n:
+                n.start_soon(call_until_killed, portal, nested.spawn_stuck_grandchild)
+                async with subactor.wait_for_actor('stuck-grandchild') as gc:
+                    grandchild = await gc.run(basic.whoami)
+                await an.cancel(hard_kill=True)
+        await wait_gone(grandchild, 5)
     finally:
         if (
             grandchild is not None

@@ -265,7 +265,14 @@ def test_shutdown_interrupts_joins_and_returns_the_stuck(pipe):
     busy_r, busy_w = os.pipe()
     try:
         busy = driver.spawn(SPIN.format(w=busy_w), name='busy')
-        stuck = driver.spawn(f"import os\nos.write({busy_w}, b'x')\nos.read({r}, 1)\n", name='stuck')
+        # The interrupt may land just before the blocking call or just after it returns: the loop keeps it stuck
+        # in C until `r` is readable either way (select does not consume the byte, so a retry returns at once).
+        stuck = driver.spawn(
+            f"import os, select\nos.write({busy_w}, b'x')\n"
+            f'while True:\n    try:\n        select.select([{r}], [], [])\n        break\n'
+            '    except KeyboardInterrupt:\n        pass\n',
+            name='stuck',
+        )
         _receive(busy_r)
         _receive(busy_r)
         [entry] = driver.shutdown(0.2)

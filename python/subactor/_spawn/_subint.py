@@ -131,6 +131,9 @@ class SubintChild(Child):
     async def _watch_exit(self) -> None:
         try:
             await trio.lowlevel.wait_readable(self.handle.exit_fd)
+            if self.abandoned and self.handle.join(0):
+                # An abandoned thread that got out of its C call after all: nobody else will release it.
+                self.handle.close()
         finally:
             self._gone.set()
 
