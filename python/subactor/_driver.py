@@ -105,15 +105,21 @@ def _exit_status() -> int:
 def _at_exit() -> None:
     me = current_interpreter_id()
     in_main = me == MAIN_INTERPRETER_ID
-    stuck = shutdown(EXIT_JOIN_TIMEOUT, spawned_by=None if in_main else me)
+    scope = None if in_main else me
+    mine = [entry for entry in live() if scope is None or entry.get('parent_id') == scope]
+    # Interpreters already abandoned were given their interrupts and their bound by whoever gave up on them: when
+    # only those remain, interrupt them once more but do not wait again (it only delays the exit).
+    only_abandoned = bool(mine) and all(entry['state'] == 'abandoned' for entry in mine)
+    waited = 0.0 if only_abandoned else EXIT_JOIN_TIMEOUT
+    stuck = shutdown(waited, spawned_by=scope)
     if not stuck or not in_main:
         return
     names = ', '.join(f'{s["id"]} {s["name"]!r}' for s in stuck)
     status = _exit_status()
     try:
         sys.stderr.write(
-            f'subactor: {len(stuck)} interpreter(s) still running {EXIT_JOIN_TIMEOUT} s after the exit '
-            f'interrupt ({names}); exiting with os._exit({status}) instead of finalizing\n'
+            f'subactor: {len(stuck)} interpreter(s) still running {waited} s after the exit interrupt '
+            f'({names}); exiting with os._exit({status}) instead of finalizing\n'
         )
         if 'logging' in sys.modules:
             sys.modules['logging'].shutdown()

@@ -1,8 +1,11 @@
 # The root actor: the first actor of a process tree, opened by the user's program (and the default registrar).
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -75,7 +78,8 @@ async def open_root_actor(
         _state.set_current(actor)
         try:
             await _discovery.register(actor, actor.uid, actor.listen_addr)
-            yield actor
+            with _interrupt_shortens_teardown(actor):
+                yield actor
         except BaseException as exc:
             # Re-raised below, outside the service nursery, so the user's error is not wrapped in a group.
             body_exc = exc
@@ -88,6 +92,41 @@ async def open_root_actor(
             service_host.cancel_scope.cancel()
     if body_exc is not None:
         raise body_exc
+
+
+@contextlib.contextmanager
+def _interrupt_shortens_teardown(actor: Actor) -> Iterator[None]:
+    """On Ctrl-C, give the whole teardown `interrupt_grace` seconds: every graceful wait that follows (remote
+    task cancels, children asked to exit) shrinks to fit, then kills follow, as after a canceller's budget.
+
+    trio turns SIGINT into KeyboardInterrupt in the main task, but the tasks unwinding because of it only see
+    Cancelled, and without this each waited its full bound (seconds) for children that spin and never answer.
+    We wrap trio's handler (it still raises KeyboardInterrupt) and restore it on exit. Only in the main thread,
+    and only when trio's handler is the one installed (a user's own handler is left alone).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous) or previous is signal.default_int_handler:
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        try:
+            deadline = trio.current_time() + actor.bounds.interrupt_grace
+        except RuntimeError:  # outside trio.run: nothing to shorten
+            deadline = None
+        if deadline is not None and (actor.cancel_deadline is None or deadline < actor.cancel_deadline):
+            actor.cancel_deadline = deadline
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, previous)
 
 
 async def _registrar_answers(addr: _ipc.Addr) -> bool:

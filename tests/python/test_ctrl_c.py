@@ -32,12 +32,14 @@ SCRIPT = textwrap.dedent(
                 print('READY', flush=True)
                 await trio.sleep_forever()
 
-    trio.run(main)
+    if __name__ == '__main__':  # multiprocessing's spawn re-imports this module in each child
+        trio.run(main)
     """
 )
 
-# Generous for a loaded 2-core CI machine; the target (and the usual figure) is under 2 s.
-EXIT_BOUND = 10.0
+# Generous for a loaded 2-core CI machine; the target is 2 s (measured here: 0.3 s for process backends,
+# about 1.1 s for subint, which must first give up on the child stuck in C after interrupt_join_timeout).
+EXIT_BOUND = 6.0
 
 
 @pytest.mark.slow
@@ -63,3 +65,31 @@ def test_sigint_ends_tree_with_spinning_and_stuck_children(tmp_path, start_metho
     assert proc.returncode in (-signal.SIGINT, 130, 1), (proc.returncode, stderr)
     assert 'Segmentation fault' not in stderr and 'Fatal Python error' not in stderr, stderr
     print(f'tree ended {elapsed:.2f} s after SIGINT')
+
+
+def test_sigint_in_a_root_gives_the_whole_teardown_interrupt_grace(start_method):
+    """SIGINT sets the root's cancel deadline to `interrupt_grace` from now, so every graceful wait of the teardown
+    shrinks to fit it (the subprocess test above measures the effect), and trio's handler is restored after."""
+    import trio
+
+    import subactor
+
+    seen = {}
+
+    async def main():
+        async with subactor.open_root_actor(
+            start_method=start_method, bounds={'interrupt_grace': 0.25}
+        ) as root:
+            assert root.cancel_deadline is None
+            try:
+                with trio.fail_after(5):
+                    signal.raise_signal(signal.SIGINT)
+                    await trio.sleep_forever()
+            except KeyboardInterrupt:
+                seen['left'] = root.cancel_deadline - trio.current_time()
+                raise
+
+    with pytest.raises(KeyboardInterrupt):
+        trio.run(main)
+    assert 0 < seen['left'] <= 0.25
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

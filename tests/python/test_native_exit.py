@@ -57,8 +57,26 @@ def test_abandoned_interpreter_does_not_hang_or_crash_exit():
     assert proc.returncode == 0, proc.stderr
     assert took < 10
     assert proc.stdout == 'main done\n'
-    assert "still running 0.2 s after the exit interrupt (1 'stuck')" in proc.stderr
+    # Already abandoned: interrupted once more, not waited for again.
+    assert "still running 0.0 s after the exit interrupt (1 'stuck')" in proc.stderr
     assert 'remaining subinterpreters' not in proc.stderr, 'CPython must not finalize it'
+
+
+def test_exit_does_not_wait_again_for_interpreters_already_abandoned():
+    proc, took = _run(ABANDON, timeout='20')
+    assert proc.returncode == 0, proc.stderr
+    assert took < 10, 'the 20 s exit bound is for interpreters nobody gave up on yet'
+
+
+def test_exit_waits_for_a_stuck_interpreter_nobody_abandoned_yet():
+    body = """
+    h = driver.spawn('import time\\ntime.sleep(30)', name='sleeping')
+    assert not h.join(0.1)
+    """
+    proc, took = _run(body, timeout='0.5')
+    assert proc.returncode == 0, proc.stderr
+    assert "still running 0.5 s after the exit interrupt (1 'sleeping')" in proc.stderr
+    assert took >= 0.5
 
 
 def test_interpreter_releasing_the_gil_in_c_at_exit_is_left_alone():
