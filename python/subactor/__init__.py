@@ -41,6 +41,7 @@ __all__ = [
     'SubactorError',
     'TransportClosed',
     'available_spawn_methods',
+    'close_warm_pool',
     'context',
     'current_actor',
     'dump_on_hang',
@@ -49,6 +50,7 @@ __all__ = [
     'open_nursery',
     'open_root_actor',
     'resource_delta_fixture',
+    'set_warm_pool_size',
     'track_resource_deltas',
     'try_set_start_method',
     'wait_for_actor',
@@ -70,6 +72,8 @@ _LAZY = {
     'dump_on_hang': '.devx',
     'track_resource_deltas': '.devx',
     'resource_delta_fixture': '.devx',
+    'set_warm_pool_size': '._spawn._subint',
+    'close_warm_pool': '._spawn._subint',
 }
 
 

@@ -169,3 +169,67 @@ def test_child_stuck_in_c_is_abandoned_and_does_not_block_exit(tmp_path):
     assert "warned: ['ChildAbandoned']" in proc.stdout, proc.stdout + proc.stderr
     assert 'root exited' in proc.stdout
     assert 'Segmentation fault' not in proc.stderr and proc.returncode >= 0, proc.stderr
+
+
+def _native_names():
+    return {entry['id']: entry['name'] for entry in _driver().live()}
+
+
+@pytest.fixture
+def warm_pool_size():
+    """Set the warm pool's size for one test; the default pool comes back afterwards."""
+    from subactor._spawn import _subint
+
+    yield subactor.set_warm_pool_size
+    subactor.set_warm_pool_size(_subint.DEFAULT_POOL_SIZE)
+
+
+@actor_test
+async def test_warm_pool_serves_spawns_faster_than_it_refills(warm_pool_size):
+    warm_pool_size(2)
+    infos = []
+    async with subactor.open_nursery() as an:
+
+        async def spawn_and_ask(i):
+            portal = await an.start_actor(f'burst{i}', enable_modules=['actors.basic'])
+            infos.append(await portal.run(basic.whoami))
+
+        async with trio.open_nursery() as n:
+            for i in range(6):  # three times the pool: most wait on interpreters still importing
+                n.start_soon(spawn_and_ask, i)
+        names = _native_names()
+        assert sorted(info['name'] for info in infos) == [f'burst{i}' for i in range(6)]
+        assert len({info['interp_id'] for info in infos}) == 6
+        # Every one came from the pool (the driver names pooled interpreters 'subint-warm').
+        assert all(names[info['interp_id']] == 'subint-warm' for info in infos)
+        await an.cancel()
+
+
+@actor_test
+async def test_pool_disabled_spawns_cold(warm_pool_size):
+    warm_pool_size(0)
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('cold-one', enable_modules=['actors.basic'])
+        info = await portal.run(basic.whoami)
+        assert _native_names()[info['interp_id']] == 'cold-one'
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_each_pooled_interpreter_serves_exactly_one_actor(warm_pool_size):
+    warm_pool_size(1)
+    seen = []
+    async with subactor.open_nursery() as an:
+        for name in ('first', 'second'):
+            portal = await an.start_actor(name, enable_modules=['actors.basic'])
+            seen.append((await portal.run(basic.whoami))['interp_id'])
+            # Module state starts empty: nothing of the previous actor is visible.
+            assert await portal.run(basic.mark_this_interpreter, value=name) == [name]
+            await portal.cancel_actor()
+    assert seen[0] != seen[1]
+
+
+@pytest.mark.parametrize('size', [-1, 1.5, '2'])
+def test_bad_warm_pool_size_is_refused(size):
+    with pytest.raises(ValueError, match='warm pool size must be a non-negative int'):
+        subactor.set_warm_pool_size(size)

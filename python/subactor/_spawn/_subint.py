@@ -292,9 +292,9 @@ _pool_configured = False  # set_warm_pool_size() was called: never fall back to 
 def set_warm_pool_size(size: int) -> None:
     """Keep `size` pre-imported interpreters ready for subint spawns in this process (0 disables)."""
     global _pool, _pool_configured
-    _pool_configured = True
-    if not isinstance(size, int) or size < 0:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ValueError(f'warm pool size must be a non-negative int, not {size!r}')
+    _pool_configured = True
     if _pool is not None:
         _pool.close(timeout=5.0)
     _pool = _WarmPool(size) if size else None
