@@ -94,6 +94,8 @@ class Actor:
         # Set by the child entry: started (as a system task) when the parent channel is lost.
         self.on_parent_lost: Callable[[], Awaitable[None]] | None = None
         self._parent_lost = False
+        # Actor nurseries open in this actor (their children are killed at once if this actor is hard-killed).
+        self.nurseries: set[Any] = set()
         self._parent_chan: Channel | None = None
         self._listener: _ipc.Listener | None = None
         self._registrar_chan: Channel | None = None
@@ -251,6 +253,14 @@ class Actor:
             self.cancel_soon(None)
         if self.on_parent_lost is not None:
             trio.lowlevel.spawn_system_task(self.on_parent_lost, name=f'orphan-reaper:{self.name}')
+
+    def kill_children_now(self) -> int:
+        """This actor is being killed: abort every child's channel and start killing every child, without
+        waiting (the tasks that would supervise a graceful teardown are being aborted too); how many."""
+        killed = 0
+        for nursery in list(self.nurseries):
+            killed += nursery.kill_children_now()
+        return killed
 
     def grace_within_budget(self, default: float, share: float) -> float:
         """How long a cancelling step may wait: `default`, or less when a canceller gave us a deadline: `share`

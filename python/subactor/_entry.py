@@ -102,6 +102,12 @@ def _abort_every_task(main_task: trio.lowlevel.Task) -> int:
     return reached
 
 
+def _kill_children_of_current_actor() -> None:
+    actor = _state.maybe_current_actor()
+    if actor is not None:
+        actor.kill_children_now()
+
+
 async def _watch_kill_pipe(kill_fd: int, main_task: trio.lowlevel.Task) -> None:
     """System task: each byte on the kill socket `kill_fd` is acknowledged (a byte back: "my loop runs, do not
     inject exceptions into it") and aborts every task of the actor (see `_abort_every_task`).
@@ -120,6 +126,7 @@ async def _watch_kill_pipe(kill_fd: int, main_task: trio.lowlevel.Task) -> None:
                     os.write(kill_fd, b'a')
                 except OSError:
                     pass  # the parent is gone or not reading: it falls back to injecting
+                _kill_children_of_current_actor()
                 if not hasattr(main_task, '_attempt_abort'):
                     raise HardKilled('hard-killed by the parent (this trio cannot abort shielded tasks)')
                 _abort_every_task(main_task)
@@ -142,6 +149,7 @@ async def _reap_if_orphaned(actor: Actor, main_task: trio.lowlevel.Task) -> None
     bound = actor.bounds.orphan_timeout
     await trio.sleep(bound)
     log.warning('%r lost its parent %.1f s ago and is still running; aborting every task', actor, bound)
+    actor.kill_children_now()
     _abort_every_task(main_task)
     if actor.interp_id is None:
         timer = threading.Timer(bound, _exit_orphan, args=(actor.name, bound))

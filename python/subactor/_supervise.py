@@ -76,6 +76,17 @@ class ActorNursery:
         self.cancel_called = False
         self._closed = False
 
+    def kill_children_now(self) -> int:
+        """See Actor.kill_children_now."""
+        killed = 0
+        for rec in list(self._children.values()):
+            if not rec.exited.is_set():
+                rec.cancel_requested = True
+                rec.chan.abort('parent actor hard-killed')
+                rec.child.kill_now()
+                killed += 1
+        return killed
+
     @property
     def children(self) -> dict[tuple[str, str], Portal]:
         return {uid: rec.portal for uid, rec in self._children.items() if rec.portal is not None}
@@ -294,6 +305,7 @@ async def _open_actor_nursery(actor: Actor, start_method: str | None) -> AsyncIt
     body_exc: BaseException | None = None
     async with trio.open_nursery() as tn:
         an = ActorNursery(actor, method, tn)
+        actor.nurseries.add(an)
         try:
             with trio.CancelScope() as an._body_scope:
                 yield an
@@ -304,7 +316,10 @@ async def _open_actor_nursery(actor: Actor, start_method: str | None) -> AsyncIt
             an._closed = True
             # On Ctrl-C the user wants out now: a short grace, then the hard kill.
             interrupted = isinstance(body_exc, KeyboardInterrupt)
-            await an.cancel(grace=actor.bounds.interrupt_grace if interrupted else None)
+            try:
+                await an.cancel(grace=actor.bounds.interrupt_grace if interrupted else None)
+            finally:
+                actor.nurseries.discard(an)
     errors = list(an._errors)
     if body_exc is not None:
         if isinstance(body_exc, (trio.Cancelled, KeyboardInterrupt)) or not errors:

@@ -2,6 +2,7 @@
 import math
 import os
 import select
+import threading
 import time
 
 import pytest
@@ -9,8 +10,8 @@ import pytest
 from subactor import _driver as driver
 
 
-def _native_threads() -> int:
-    return len(os.listdir('/proc/self/task'))
+def _native_threads() -> set[int]:
+    return {int(tid) for tid in os.listdir('/proc/self/task')}
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +20,18 @@ def no_leaks():
     before = _native_threads()
     yield
     assert driver.live_count() == 0, driver.live()
-    assert _native_threads() == before
+    # Threads the driver left behind; Python threads (trio's workers, other fixtures' helpers) are not ours.
+    python_threads = {t.native_id for t in threading.enumerate()}
+    left = _native_threads() - before - python_threads
+    assert not left, f'native threads left behind: {[_thread_name(tid) for tid in left]}'
+
+
+def _thread_name(tid: int) -> str:
+    try:
+        with open(f'/proc/self/task/{tid}/comm') as f:
+            return f'{tid} {f.read().strip()}'
+    except OSError:
+        return f'{tid} (gone)'
 
 
 @pytest.fixture

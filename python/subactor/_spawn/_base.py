@@ -34,6 +34,11 @@ class Child(abc.ABC):
         gone or given up on (`abandoned`)."""
 
     @abc.abstractmethod
+    def kill_now(self) -> None:
+        """Start ending the child by force at once, without waiting (this actor is being killed itself and
+        may not get to `hard_kill`): SIGKILL a process; send a subint child its kill byte."""
+
+    @abc.abstractmethod
     def exited(self) -> bool:
         """True once the child has exited (or been abandoned)."""
 

@@ -6,6 +6,7 @@
 # subinterpreter; see conc-anal/fork-and-subinterpreters.md.
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -59,6 +60,11 @@ class MpChild(Child):
     async def hard_kill(self) -> None:
         if not self.exited():
             await terminate_then_kill(self.proc, self.wait, self._bounds.terminate_timeout)
+
+    def kill_now(self) -> None:
+        if not self.exited():
+            with contextlib.suppress(OSError, ValueError):
+                self.proc.kill()
 
     def failure_detail(self) -> str:
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import subprocess
@@ -37,6 +38,11 @@ class ProcessChild(Child):
     async def hard_kill(self) -> None:
         if not self.exited():
             await terminate_then_kill(self.proc, self.proc.wait, self._bounds.terminate_timeout)
+
+    def kill_now(self) -> None:
+        if not self.exited():
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
 
     def failure_detail(self) -> str:
         return ''.join(self._tail)
