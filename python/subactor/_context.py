@@ -226,6 +226,12 @@ class Context:
 
         With `backpressure` (the default) a sender waits once `msg_buffer_size` messages are unread on the
         other side; without it the sender never waits and an overflowing receiver raises StreamOverrun.
+
+        The window is announced to the sender when this side opens its stream; until the announcement arrives
+        the sender may use the default window (DEFAULT_WINDOW messages), so a receiver that opens late with a
+        smaller `msg_buffer_size` can briefly hold up to DEFAULT_WINDOW unread messages. Waiting for every
+        peer's announcement before the first send would instead deadlock a caller that reads the result
+        without opening its stream.
         """
         if msg_buffer_size < 1:
             raise ValueError(f'msg_buffer_size must be at least 1, not {msg_buffer_size!r}')
