@@ -1,86 +1,67 @@
-# The runtime benchmark: spawn, round-trip, stream, teardown, reclaim and memory figures per spawn backend.
+# The runtime benchmark: spawn, round-trip, stream, teardown, reclaim and memory figures per backend row, interleaved.
 #
-# Design: a backend is a row (label, start_method, root options, hooks), so variants of one spawn method
-# ("subint-cold", "subint-warm") are just more rows. Every figure runs for every row before the next figure
-# starts, each in a fresh root actor inside this one process, so slow drift (other load, CPU frequency, page
-# cache) lands on every backend alike and the ratios stay fair. Only medians (and p90) are reported; nothing
-# here asserts a speed. Times come from time.perf_counter_ns; memory from psutil over the whole process tree
-# (children included, so process and in-process backends are measured the same way).
+# Design: a backend row is a spawn method plus, for subint, whether the warm pool is used ("subint-cold",
+# "subint-warm"). Every step opens one root actor and takes its samples round-robin over the rows (one sample of
+# each row, then the next round, starting one row later each round), each row's children in their own
+# `open_nursery(start_method=...)`. So load from elsewhere on the machine (CPU frequency, another engineer's tests)
+# lands on every row alike and the ratios between rows stay fair even when absolute figures drift.
+#
+# The warm pool (bench_pool.py) is sized once and kept: a warm sample first waits until every pooled interpreter has
+# finished importing (or it would time a cold import), and afterwards until the pool's refill is done (or that
+# refill, holding the shared GIL in turns, would run during the next row's sample). A cold sample runs with the
+# pool swapped out. Memory is sampled in fresh processes (bench_memory.py). Nothing here asserts a speed.
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import math
-import statistics
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
-import psutil
 import trio
 
 import actors_bench
 import subactor
+from bench_pool import WarmPool
 
 MOD = actors_bench.__name__
 MIB = 1024 * 1024
+RUN_PY = Path(__file__).resolve().parent / 'run.py'
 
 
 @dataclasses.dataclass(frozen=True)
 class Backend:
-    """One column of the results: a spawn method plus what makes a variant of it (root options, hooks)."""
+    """One column of the results: a spawn method, and for subint whether spawns come from the warm pool."""
 
     label: str
     start_method: str
-    #: extra keyword arguments for `open_root_actor`
-    root_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    #: called before each step's root actor opens (e.g. to size a warm pool)
-    setup: Callable[[Sizes], None] | None = None
-    #: called after each step (e.g. to release that pool so its refills cannot bleed into the next step)
-    teardown: Callable[[], None] | None = None
+    pool: str | None = None  # subint rows: 'cold' (pool bypassed) or 'warm' (taken from a ready pool)
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            'label': self.label,
-            'start_method': self.start_method,
-            'root_options': dict(self.root_options),
-        }
+        return dataclasses.asdict(self)
 
 
-def _subint_pool(size: int | None) -> Callable[[Sizes], None]:
-    """Setup hook: run subint spawns cold (0) or from a warm pool as large as one batch (None)."""
-
-    def setup(sizes: Sizes) -> None:
-        from subactor._spawn import _subint
-
-        # Stopgap: set_warm_pool_size(0) alone does not stay cold (the next spawn recreates the default pool).
-        _subint.DEFAULT_POOL_SIZE = 0
-        _subint.set_warm_pool_size(sizes.batch if size is None else size)
-
-    return setup
-
-
-def _subint_release() -> None:
-    from subactor._spawn import _subint
-
-    _subint.close_warm_pool()
-
-
-# Rows a spawn method expands to when it is benchmarked; a method missing here is one row named after it.
-# `--backends` accepts a spawn-method key (all its rows) or one row's label.
+# Rows a spawn method expands to; a method missing here is one row named after it.
 VARIANTS: dict[str, list[Backend]] = {
-    'subint': [
-        Backend('subint-cold', 'subint', setup=_subint_pool(0), teardown=_subint_release),
-        Backend('subint-warm', 'subint', setup=_subint_pool(None), teardown=_subint_release),
-    ],
+    'subint': [Backend('subint-cold', 'subint', 'cold'), Backend('subint-warm', 'subint', 'warm')],
 }
+# What runs without --backends (those available here): the issue's rows plus the fork-server reference.
+DEFAULT_BACKENDS = ('trio', 'subint', 'mp_forkserver')
+# The base of every ratio when it is in the run (else the first row).
+BASE = 'trio'
+# The root's own start method: irrelevant, every nursery names its row's method.
+BASE_METHOD = 'trio'
 
 
 def backend_rows(names: Sequence[str] | None) -> list[Backend]:
-    """The rows for `names` (spawn-method keys or variant labels); None: every available spawn method."""
+    """The rows for `names` (spawn-method keys or row labels); None: the available DEFAULT_BACKENDS."""
     methods = subactor.available_spawn_methods()
     if names is None:
-        names = [key for key, info in methods.items() if info.available]
+        names = [key for key in DEFAULT_BACKENDS if key in methods and methods[key].available]
     by_label = {row.label: row for rows in VARIANTS.values() for row in rows}
     out: list[Backend] = []
     for name in names:
@@ -89,135 +70,132 @@ def backend_rows(names: Sequence[str] | None) -> list[Backend]:
         elif name in methods:
             rows = VARIANTS.get(name) or [Backend(name, name)]
         else:
-            valid = sorted({*methods, *by_label})
-            raise ValueError(f'unknown backend {name!r}; valid: {", ".join(valid)}')
+            raise ValueError(f'unknown backend {name!r}; valid: {", ".join(sorted({*methods, *by_label}))}')
         for row in rows:
             info = methods[row.start_method]
             if not info.available:
                 raise ValueError(f'backend {row.label!r} cannot run here: {info.reason}')
-            out.append(row)
+            if row not in out:
+                out.append(row)
     return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    """How much of each figure to measure; QUICK trades precision for a ~20 s run."""
+    """How much of each figure to measure; QUICK trades precision for time."""
 
     spawn_seq: int = 25
-    batch: int = 10
+    batch: int = 10  # actors spawned at once, torn down together; also the warm pool's size
     batch_rounds: int = 3
+    big: int = 100  # actors in the big spawn/teardown (0: skipped)
+    big_all: bool = False  # every row does `big`; otherwise only subint-cold (trio needs ~10 s per round)
     rtt_calls: int = 1000
+    rtt_chunk: int = 50  # calls per row before the next row's turn
     rtt_warmup: int = 50
     stream_msgs: int = 20_000
     stream_runs: int = 5
     payload: int = 64
     reclaim_runs: int = 5
-    reclaim_bound: float = 0.2
-    big: int = 0  # actors in the --big teardown (0: skipped)
+    reclaim_grace: float = 0.1  # cancel_timeout (and terminate_timeout) of the reclaim step's root
+    memory_n: int = 10
+    memory_rounds: int = 2
+    sample_timeout: float = 120.0
 
 
-QUICK = Sizes(spawn_seq=10, batch_rounds=2, rtt_calls=300, stream_msgs=5000, stream_runs=3, reclaim_runs=2)
+QUICK = Sizes(
+    spawn_seq=10,
+    batch_rounds=2,
+    big=0,
+    rtt_calls=300,
+    stream_msgs=5000,
+    stream_runs=3,
+    reclaim_runs=2,
+    memory_rounds=1,
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class Figure:
-    key: str
-    title: str
-    unit: str
-    scale: float  # raw sample / scale = value in `unit`
-    higher_is_better: bool = False
+class Bench:
+    """One run: the rows, the warm pool, and the raw samples and errors collected so far."""
 
+    def __init__(self, backends: Sequence[Backend], sizes: Sizes, progress: Callable[[str], None]) -> None:
+        self.backends = list(backends)
+        self.sizes = sizes
+        self.progress = progress
+        self.pool = WarmPool() if any(b.pool for b in backends) else None
+        self.raw: dict[str, dict[str, list[float]]] = {}
+        self.errors: dict[str, dict[str, str]] = {}
 
-def figures(sizes: Sizes) -> list[Figure]:
-    ms, us = 1e6, 1e3
-    out = [
-        Figure('spawn_seq', f'spawn-to-portal, sequential (n={sizes.spawn_seq})', 'ms', ms),
-        Figure('spawn_batch_each', f'spawn-to-portal, {sizes.batch} at once, per actor', 'ms', ms),
-        Figure('spawn_batch_wall', f'spawn {sizes.batch} at once, batch wall', 'ms', ms),
-        Figure('rtt', f'portal.run no-op round trip (n={sizes.rtt_calls})', 'us', us),
-        Figure(
-            'stream',
-            f'stream child->parent, {sizes.payload} B msgs (n={sizes.stream_msgs})',
-            'msg/s',
-            1.0,
-            higher_is_better=True,
-        ),
-        Figure('teardown', f'teardown, {sizes.batch} idle actors', 'ms', ms),
-        Figure('reclaim', f'reclaim a spinning child (cancel bound {sizes.reclaim_bound} s)', 'ms', ms),
-        Figure('rss_per_actor', f'RSS per idle actor (tree, N={sizes.batch})', 'MiB', MIB),
-        Figure('pss_per_actor', f'PSS per idle actor (tree, N={sizes.batch})', 'MiB', MIB),
-    ]
-    if sizes.big:
-        out[6:6] = [
-            Figure('spawn_big_wall', f'spawn {sizes.big} at once, batch wall', 'ms', ms),
-            Figure('teardown_big', f'teardown, {sizes.big} idle actors', 'ms', ms),
+    def record(self, figure: str, backend: Backend, value: float) -> None:
+        self.raw.setdefault(figure, {}).setdefault(backend.label, []).append(value)
+
+    def fail(self, step: str, backend: Backend, exc: BaseException) -> None:
+        text = describe(exc)
+        self.errors.setdefault(backend.label, {}).setdefault(step, text)
+        self.progress(f'{step:<8} {backend.label:<14} FAILED: {text.partition(chr(10))[0]}')
+
+    def live(self, step: str, rows: Sequence[Backend] | None = None) -> list[Backend]:
+        return [
+            b for b in (self.backends if rows is None else rows) if step not in self.errors.get(b.label, {})
         ]
-    return out
+
+    @contextlib.asynccontextmanager
+    async def root(self, **bounds: float) -> AsyncIterator[None]:
+        async with subactor.open_root_actor(name='bench', start_method=BASE_METHOD, bounds=bounds or None):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def sample(self, backend: Backend) -> AsyncIterator[None]:
+        """Around one sample: the pool ready (warm) or swapped out (cold); afterwards a warm row's refill done."""
+        if backend.pool == 'warm':
+            assert self.pool is not None
+            await self.pool.ready()
+        with self.pool.bypassed() if backend.pool == 'cold' and self.pool else contextlib.nullcontext():
+            yield
+        if backend.pool == 'warm':
+            assert self.pool is not None
+            await self.pool.ready()
+
+    async def each(
+        self,
+        step: str,
+        i: int,
+        fn: Callable[[Backend], Awaitable[None]],
+        rows: Sequence[Backend] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """`fn(row)` once per live row, starting at row `i` mod n; a row that fails is dropped from `step`."""
+        live = self.live(step, rows)
+        if not live:
+            return
+        k = i % len(live)
+        for backend in live[k:] + live[:k]:
+            try:
+                with trio.fail_after(timeout or self.sizes.sample_timeout):
+                    async with self.sample(backend):
+                        await fn(backend)
+            except Exception as exc:  # one broken row must not hide the others' figures
+                self.fail(step, backend, exc)
 
 
-# -- statistics ----------------------------------------------------------------------------------------------
+# -- the steps: each takes samples round-robin over the rows ----------------------------------------------------
 
 
-def _rank(values: Sequence[float], q: float) -> float:
-    """The nearest-rank `q` quantile of sorted `values`."""
-    return values[max(0, math.ceil(q * len(values)) - 1)]
+async def step_spawn(bench: Bench) -> None:
+    """One child at a time, each in its own nursery: start_actor() call -> portal. Round -1 is an untimed warm-up
+    (the first spawn of a method pays one-time costs: the fork server's start, imports in this process)."""
+    n = bench.sizes.spawn_seq
+    async with bench.root():
+        for i in range(-1, n):
 
+            async def one(b: Backend, i: int = i) -> None:
+                async with subactor.open_nursery(start_method=b.start_method) as an:
+                    t0 = perf_counter_ns()
+                    await an.start_actor(f'seq-{i + 1}', enable_modules=[MOD])
+                    elapsed = perf_counter_ns() - t0
+                if i >= 0:
+                    bench.record('spawn_seq', b, elapsed)
 
-def summarize(samples: Sequence[float], scale: float) -> dict[str, Any]:
-    values = sorted(s / scale for s in samples)
-    out: dict[str, Any] = {
-        'median': statistics.median(values),
-        'p10': _rank(values, 0.1),
-        'p90': _rank(values, 0.9),
-        'min': values[0],
-        'max': values[-1],
-        'n': len(values),
-    }
-    if len(values) <= 100:
-        out['samples'] = [round(v, 4) for v in values]
-    return out
-
-
-# -- memory --------------------------------------------------------------------------------------------------
-
-
-def tree_memory() -> tuple[int, int]:
-    """(RSS, PSS) in bytes of this process plus all its descendants (PSS falls back to USS, then RSS)."""
-    me = psutil.Process()
-    rss = pss = 0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            info = proc.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        rss += info.rss
-        pss += getattr(info, 'pss', getattr(info, 'uss', info.rss))
-    return rss, pss
-
-
-# -- the measurements: each takes one backend row and returns raw samples by figure key ----------------------
-
-Samples = dict[str, list[float]]
-
-
-@asynccontextmanager
-async def _root(backend: Backend, **bounds: float):
-    async with subactor.open_root_actor(
-        name='bench', start_method=backend.start_method, bounds=bounds or None, **backend.root_options
-    ) as actor:
-        yield actor
-
-
-async def measure_spawn_seq(backend: Backend, sizes: Sizes) -> Samples:
-    """One child at a time, each in its own nursery (so no idle siblings pile up): call -> portal."""
-    samples: list[float] = []
-    async with _root(backend):
-        for i in range(sizes.spawn_seq):
-            async with subactor.open_nursery() as an:
-                t0 = perf_counter_ns()
-                await an.start_actor(f'seq-{i}', enable_modules=[MOD])
-                samples.append(perf_counter_ns() - t0)
-    return {'spawn_seq': samples}
+            await bench.each('spawn', i, one)
 
 
 async def _spawn_batch(an: subactor.ActorNursery, n: int, prefix: str) -> tuple[list[float], float]:
@@ -236,66 +214,114 @@ async def _spawn_batch(an: subactor.ActorNursery, n: int, prefix: str) -> tuple[
     return each, perf_counter_ns() - t0
 
 
-async def measure_batch(backend: Backend, sizes: Sizes) -> Samples:
-    """Rounds of: spawn N at once, sample the tree's memory with N idle children, time the nursery's exit."""
-    out: Samples = {k: [] for k in ('spawn_batch_each', 'spawn_batch_wall', 'teardown')}
-    out.update(rss_per_actor=[], pss_per_actor=[])
-    n = sizes.batch
-    async with _root(backend):
-        for r in range(sizes.batch_rounds):
-            base_rss, base_pss = tree_memory()
-            async with subactor.open_nursery() as an:
-                each, wall = await _spawn_batch(an, n, f'batch{r}')
-                rss, pss = tree_memory()
-                t_exit = perf_counter_ns()
-            out['teardown'].append(perf_counter_ns() - t_exit)
-            out['spawn_batch_each'].extend(each)
-            out['spawn_batch_wall'].append(wall)
-            out['rss_per_actor'].append((rss - base_rss) / n)
-            out['pss_per_actor'].append((pss - base_pss) / n)
-    return out
+async def step_batch(bench: Bench) -> None:
+    """Rounds of: spawn N at once, then time leaving the nursery that holds the N idle children."""
+    s = bench.sizes
+    async with bench.root():
+        for r in range(s.batch_rounds):
+
+            async def one(b: Backend, r: int = r) -> None:
+                async with subactor.open_nursery(start_method=b.start_method) as an:
+                    each, wall = await _spawn_batch(an, s.batch, f'batch{r}')
+                    t_exit = perf_counter_ns()
+                bench.record('teardown', b, perf_counter_ns() - t_exit)
+                bench.record('spawn_batch_wall', b, wall)
+                for value in each:
+                    bench.record('spawn_batch_each', b, value)
+
+            await bench.each('batch', r, one)
 
 
-async def measure_big(backend: Backend, sizes: Sizes) -> Samples:
-    async with _root(backend):
-        async with subactor.open_nursery() as an:
-            _, wall = await _spawn_batch(an, sizes.big, 'big')
-            t_exit = perf_counter_ns()
-        teardown = perf_counter_ns() - t_exit
-    return {'spawn_big_wall': [wall], 'teardown_big': [teardown]}
+def big_rows(bench: Bench) -> list[Backend]:
+    if bench.sizes.big_all:
+        return bench.backends
+    return [b for b in bench.backends if b.pool == 'cold']
 
 
-async def measure_rtt(backend: Backend, sizes: Sizes) -> Samples:
-    samples: list[float] = []
-    async with _root(backend), subactor.open_nursery() as an:
-        portal = await an.start_actor('rtt', enable_modules=[MOD])
-        for _ in range(sizes.rtt_warmup):
-            await portal.run(actors_bench.noop)
-        for _ in range(sizes.rtt_calls):
-            t0 = perf_counter_ns()
-            await portal.run(actors_bench.noop)
-            samples.append(perf_counter_ns() - t0)
-    return {'rtt': samples}
+async def step_big(bench: Bench) -> None:
+    """One round of: spawn `big` at once, time the teardown. Warm rows (--big) get a pool that large first."""
+    s = bench.sizes
+    rows = big_rows(bench)
+    if bench.pool is not None and any(b.pool == 'warm' for b in rows):
+        bench.pool.resize(s.big)
+    try:
+        async with bench.root():
+
+            async def one(b: Backend) -> None:
+                async with subactor.open_nursery(start_method=b.start_method) as an:
+                    _, wall = await _spawn_batch(an, s.big, 'big')
+                    t_exit = perf_counter_ns()
+                bench.record('teardown_big', b, perf_counter_ns() - t_exit)
+                bench.record('spawn_big_wall', b, wall)
+
+            await bench.each('big', 0, one, rows=rows, timeout=max(s.sample_timeout, 10.0 * s.big))
+    finally:
+        if bench.pool is not None:
+            bench.pool.resize(s.batch)
 
 
-async def measure_stream(backend: Backend, sizes: Sizes) -> Samples:
-    """msgs/s one way (child -> parent): from the parent's 'go' until its last payload arrived."""
-    rates: list[float] = []
-    count = sizes.stream_msgs
-    async with _root(backend), subactor.open_nursery() as an:
-        portal = await an.start_actor('streamer', enable_modules=[MOD])
-        for _ in range(sizes.stream_runs):
-            async with (
-                portal.open_context(actors_bench.stream_out, count=count, size=sizes.payload) as (ctx, _),
-                ctx.open_stream() as stream,
-            ):
-                t0 = perf_counter_ns()
-                await stream.send('go')
-                for _ in range(count):
-                    await stream.receive()
-                elapsed = perf_counter_ns() - t0
-            rates.append(count / (elapsed / 1e9))
-    return {'stream': rates}
+@contextlib.asynccontextmanager
+async def _idle_children(bench: Bench, step: str, prefix: str) -> AsyncIterator[dict[str, subactor.Portal]]:
+    """One idle child per live row, each in its row's own actor nursery held open by a task; their portals."""
+    portals: dict[str, subactor.Portal] = {}
+    async with trio.open_nursery() as holders:
+
+        async def hold(b: Backend, task_status: trio.TaskStatus[subactor.Portal]) -> None:
+            async with subactor.open_nursery(start_method=b.start_method) as an:
+                task_status.started(await an.start_actor(f'{prefix}-{b.label}', enable_modules=[MOD]))
+                await trio.sleep_forever()
+
+        async def spawn(b: Backend) -> None:
+            portals[b.label] = await holders.start(hold, b)
+
+        await bench.each(step, 0, spawn)
+        yield portals
+        holders.cancel_scope.cancel()
+
+
+async def step_rtt(bench: Bench) -> None:
+    """`await portal.run(noop)` on an idle child; rows take turns every `rtt_chunk` calls."""
+    s = bench.sizes
+    async with bench.root(), _idle_children(bench, 'rtt', 'rtt') as portals:
+
+        async def warmup(b: Backend) -> None:
+            for _ in range(s.rtt_warmup):
+                await portals[b.label].run(actors_bench.noop)
+
+        await bench.each('rtt', 0, warmup)
+        for c in range(math.ceil(s.rtt_calls / s.rtt_chunk)):
+
+            async def calls(b: Backend) -> None:
+                portal = portals[b.label]
+                for _ in range(s.rtt_chunk):
+                    t0 = perf_counter_ns()
+                    await portal.run(actors_bench.noop)
+                    bench.record('rtt', b, perf_counter_ns() - t0)
+
+            await bench.each('rtt', c, calls)
+
+
+async def step_stream(bench: Bench) -> None:
+    """msgs/s one way (child -> parent): from the parent's 'go' until the last payload arrived."""
+    s = bench.sizes
+    count = s.stream_msgs
+    async with bench.root(), _idle_children(bench, 'stream', 'streamer') as portals:
+        for r in range(s.stream_runs):
+
+            async def run_once(b: Backend) -> None:
+                portal = portals[b.label]
+                async with (
+                    portal.open_context(actors_bench.stream_out, count=count, size=s.payload) as (ctx, _),
+                    ctx.open_stream() as stream,
+                ):
+                    t0 = perf_counter_ns()
+                    await stream.send('go')
+                    for _ in range(count):
+                        await stream.receive()
+                    elapsed = perf_counter_ns() - t0
+                bench.record('stream', b, count / (elapsed / 1e9))
+
+            await bench.each('stream', r, run_once)
 
 
 async def _hold_spinner(portal: subactor.Portal, spinning: trio.Event) -> None:
@@ -307,35 +333,61 @@ async def _hold_spinner(portal: subactor.Portal, spinning: trio.Event) -> None:
         pass  # the spinner was killed under the open context: expected
 
 
-async def measure_reclaim(backend: Backend, sizes: Sizes) -> Samples:
-    """`an.cancel()` of a child stuck in `while True: pass`, with the graceful-cancel wait bounded."""
-    samples: list[float] = []
-    bound = sizes.reclaim_bound
-    async with _root(backend, cancel_timeout=bound, terminate_timeout=bound):
-        for i in range(sizes.reclaim_runs):
-            async with subactor.open_nursery() as an, trio.open_nursery() as tn:
-                portal = await an.start_actor(f'spin-{i}', enable_modules=[MOD])
-                spinning = trio.Event()
-                tn.start_soon(_hold_spinner, portal, spinning)
-                await spinning.wait()
-                t0 = perf_counter_ns()
-                await an.cancel()
-                samples.append(perf_counter_ns() - t0)
-                tn.cancel_scope.cancel()
-    return {'reclaim': samples}
+async def _reclaim_once(b: Backend, name: str, *, hard: bool, grace: float) -> float:
+    """Spawn a child, let it spin in `while True: pass`, time `an.cancel()` until it is gone (ns)."""
+    async with subactor.open_nursery(start_method=b.start_method) as an, trio.open_nursery() as tn:
+        portal = await an.start_actor(name, enable_modules=[MOD])
+        spinning = trio.Event()
+        tn.start_soon(_hold_spinner, portal, spinning)
+        await spinning.wait()
+        t0 = perf_counter_ns()
+        await an.cancel(hard_kill=hard, grace=grace)
+        elapsed = perf_counter_ns() - t0
+        tn.cancel_scope.cancel()
+    return elapsed
 
 
-Measure = Callable[[Backend, Sizes], Awaitable[Samples]]
+async def step_reclaim(bench: Bench) -> None:
+    """Two figures per round: the hard kill alone (`an.cancel(hard_kill=True)`), and the whole escalation
+    (`an.cancel()`: an IPC cancel the spinner cannot answer, `reclaim_grace` of waiting, then the same kill)."""
+    g = bench.sizes.reclaim_grace
+    async with bench.root(cancel_timeout=g, terminate_timeout=g):
+        for i in range(bench.sizes.reclaim_runs):
+
+            async def kill(b: Backend, i: int = i) -> None:
+                bench.record('reclaim_kill', b, await _reclaim_once(b, f'spin-k{i}', hard=True, grace=g))
+
+            async def escalate(b: Backend, i: int = i) -> None:
+                bench.record('reclaim_grace', b, await _reclaim_once(b, f'spin-g{i}', hard=False, grace=g))
+
+            await bench.each('reclaim', i, kill)
+            await bench.each('reclaim', i, escalate)
 
 
-# Steps in run order: (key for --only, what it measures, the measurement).
-STEPS: list[tuple[str, str, Measure]] = [
-    ('spawn', 'spawn, sequential', measure_spawn_seq),
-    ('batch', 'spawn batch + memory + teardown', measure_batch),
-    ('big', 'spawn + teardown, --big', measure_big),
-    ('rtt', 'portal.run round trip', measure_rtt),
-    ('stream', 'stream throughput', measure_stream),
-    ('reclaim', 'reclaim a spinning child', measure_reclaim),
+async def step_memory(bench: Bench) -> None:
+    """Per idle actor, each sample a fresh `run.py --memory-probe` process (see bench_memory.py)."""
+    s = bench.sizes
+    for r in range(s.memory_rounds):
+
+        async def one(b: Backend) -> None:
+            cmd = [sys.executable, str(RUN_PY), '--memory-probe', b.label, str(s.memory_n)]
+            done = await trio.run_process(cmd, capture_stdout=True, check=True)
+            result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+            for key, value in result['per_actor'].items():
+                bench.record(f'{key}_per_actor', b, value)
+
+        await bench.each('memory', r, one, timeout=max(s.sample_timeout, 5.0 * s.memory_n))
+
+
+# Steps in run order: (key for --only, what it measures, the step).
+STEPS: list[tuple[str, str, Callable[[Bench], Awaitable[None]]]] = [
+    ('spawn', 'spawn-to-portal, sequential', step_spawn),
+    ('batch', 'spawn 10 at once + teardown', step_batch),
+    ('big', 'spawn 100 at once + teardown', step_big),
+    ('rtt', 'portal.run round trip', step_rtt),
+    ('stream', 'stream throughput', step_stream),
+    ('reclaim', 'reclaim a spinning child', step_reclaim),
+    ('memory', 'memory per idle actor', step_memory),
 ]
 
 
@@ -345,16 +397,13 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _first_line(text: str) -> str:
-    first, _, rest = text.partition('\n')
-    return f'{first} [...]' if rest.strip() else first
-
-
 def describe(exc: BaseException) -> str:
     """The distinct leaf exceptions of `exc` (groups flattened), each with a count when repeated."""
     counts: dict[str, int] = {}
     for leaf in _leaves(exc):
         text = f'{type(leaf).__name__}: {leaf}'
+        if isinstance(leaf, Exception) and getattr(leaf, 'stderr', None):
+            text += f' [stderr: {leaf.stderr.decode(errors="replace").strip()[-300:]}]'
         counts[text] = counts.get(text, 0) + 1
     return '; '.join(text if n == 1 else f'{text} (x{n})' for text, n in counts.items())
 
@@ -364,101 +413,25 @@ async def run(
     sizes: Sizes,
     progress: Callable[[str], None],
     only: Sequence[str] | None = None,
-    step_timeout: float = 300.0,
-) -> dict[str, Any]:
-    """Every measurement for every backend, interleaved by figure; the results document (JSON-ready)."""
-    figs = figures(sizes)
-    raw: dict[str, dict[str, list[float]]] = {}
-    errors: dict[str, dict[str, str]] = {}
-    width = max(len(b.label) for b in backends)
-    for key, step, measure in STEPS:
-        if (only is not None and key not in only) or (key == 'big' and not sizes.big):
-            continue
-        for backend in backends:
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, str]]]:
+    """Every step for every row, samples interleaved; (raw samples by figure and row, errors by row and step)."""
+    bench = Bench(backends, sizes, progress)
+    try:
+        if bench.pool is not None and any(b.pool == 'warm' for b in backends):
+            bench.pool.resize(sizes.batch)
+        for key, title, step in STEPS:
+            if (only is not None and key not in only) or (
+                key == 'big' and (not sizes.big or not big_rows(bench))
+            ):
+                continue
             t0 = perf_counter_ns()
             try:
-                try:
-                    if backend.setup is not None:
-                        backend.setup(sizes)
-                    with trio.fail_after(step_timeout):
-                        samples = await measure(backend, sizes)
-                finally:
-                    if backend.teardown is not None:
-                        backend.teardown()
-            except Exception as exc:  # one broken backend must not hide the others' figures
-                errors.setdefault(backend.label, {})[step] = describe(exc)
-                progress(f'{step:<32} {backend.label:<{width}}  FAILED: {_first_line(describe(exc))}')
-                continue
-            for fig_key, values in samples.items():
-                raw.setdefault(fig_key, {})[backend.label] = values
-            progress(f'{step:<32} {backend.label:<{width}}  {(perf_counter_ns() - t0) / 1e9:5.1f} s')
-    results: dict[str, Any] = {}
-    for fig in figs:
-        per_backend = {
-            label: summarize(values, fig.scale) for label, values in raw.get(fig.key, {}).items() if values
-        }
-        results[fig.key] = {
-            'title': fig.title,
-            'unit': fig.unit,
-            'higher_is_better': fig.higher_is_better,
-            'backends': per_backend,
-        }
-    return {
-        'backends': [b.as_json() for b in backends],
-        'sizes': dataclasses.asdict(sizes),
-        'figures': results,
-        'errors': errors,
-    }
-
-
-# -- the table -----------------------------------------------------------------------------------------------
-
-
-def _fmt(value: float) -> str:
-    if value >= 10_000:
-        return f'{value:,.0f}'
-    if value >= 100:
-        return f'{value:.0f}'
-    if value >= 10:
-        return f'{value:.1f}'
-    return f'{value:.2f}'
-
-
-def format_table(doc: dict[str, Any]) -> str:
-    labels = [b['label'] for b in doc['backends']]
-    first = labels[0]
-    header = ['figure', 'unit', *labels, *(f'{label}/{first}' for label in labels[1:])]
-    rows: list[list[str]] = []
-    for fig in doc['figures'].values():
-        stats = fig['backends']
-        if not stats:
-            continue  # not measured in this run (--only, or every backend failed it)
-        cells = [fig['title'], fig['unit']]
-        for label in labels:
-            s = stats.get(label)
-            if s is None:
-                cells.append('-')
-            elif s['n'] > 1:
-                tail = 'p10' if fig['higher_is_better'] else 'p90'  # the slow side
-                cells.append(f'{_fmt(s["median"])} ({tail} {_fmt(s[tail])})')
-            else:
-                cells.append(_fmt(s['median']))
-        for label in labels[1:]:
-            a, b = stats.get(first), stats.get(label)
-            ok = a is not None and b is not None and a['median'] > 0
-            cells.append(f'{b["median"] / a["median"]:.2f}x' if ok else '-')
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        '  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in [header, *rows]
-    ]
-    lines.insert(1, '  '.join('-' * w for w in widths))
-    notes = [
-        'medians, with the slow tail in parentheses (p90 of times, p10 of rates); ratios are medians over '
-        'the first backend: for msg/s higher is better, for every other row lower is better'
-    ]
-    for label, failed in doc['errors'].items():
-        for step, err in failed.items():
-            notes.append(f'{label}: {step} failed: {_first_line(err)}')
-    return '\n'.join([*lines, '', *notes])
+                await step(bench)
+            except Exception as exc:  # outside any one sample (the step's root, a holder nursery)
+                for b in bench.live(key):
+                    bench.fail(key, b, exc)
+            progress(f'{key:<8} {title:<32} {(perf_counter_ns() - t0) / 1e9:6.1f} s')
+    finally:
+        if bench.pool is not None:
+            bench.pool.close()
+    return bench.raw, bench.errors

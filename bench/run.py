@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -58,25 +59,36 @@ def run_driver_bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     _find_runtime()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['--memory-probe']:  # one memory sample, in a fresh process (bench_memory.py)
+        import bench_memory
+
+        return bench_memory.main(argv[1], int(argv[2]))
+
     import trio
 
+    import bench_report
     import bench_runtime
 
+    steps = [key for key, _, _ in bench_runtime.STEPS]
     parser = argparse.ArgumentParser(prog='bench/run.py', description=__doc__)
     parser.add_argument(
         '--backends',
-        help="comma-separated spawn methods or variant labels, the first is the ratios' base "
-        '(default: every available spawn method)',
+        help='comma-separated spawn methods or row labels (default: trio,subint,mp_forkserver where available); '
+        f'ratios are against {bench_runtime.BASE} when it runs, else the first row',
     )
-    parser.add_argument('--quick', action='store_true', help='smaller N: a ~20 s run with wider error bars')
-    parser.add_argument('--big', action='store_true', help='also spawn and tear down 100 actors at once')
+    parser.add_argument(
+        '--quick', action='store_true', help='smaller N and no 100-actor step: about a minute'
+    )
+    parser.add_argument(
+        '--big',
+        action='store_true',
+        help='every row spawns and tears down 100 actors (default: subint-cold only)',
+    )
     parser.add_argument(
         '--json', type=Path, default=BENCH_DIR / 'results' / 'latest.json', help='where to write the results'
     )
-    parser.add_argument(
-        '--only',
-        help='comma-separated steps to run: ' + ', '.join(key for key, _, _ in bench_runtime.STEPS),
-    )
+    parser.add_argument('--only', help=f'comma-separated steps to run: {", ".join(steps)}')
     parser.add_argument('--driver', action='store_true', help='then run bench/bench_driver.py if it exists')
     parser.add_argument('--verbose', action='store_true', help="show the runtime's warnings (kills)")
     args = parser.parse_args(argv)
@@ -89,14 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     if not backends:
         parser.error('no spawn backend is available here')
     only = [s.strip() for s in args.only.split(',') if s.strip()] if args.only else None
-    unknown = sorted(set(only or ()) - {key for key, _, _ in bench_runtime.STEPS})
+    unknown = sorted(set(only or ()) - set(steps))
     if unknown:
         parser.error(f'unknown step(s) {", ".join(unknown)} for --only')
     sizes = bench_runtime.QUICK if args.quick else bench_runtime.Sizes()
-    if args.big or (only and 'big' in only):
-        sizes = bench_runtime.dataclasses.replace(sizes, big=100)
+    if args.big:
+        sizes = dataclasses.replace(sizes, big=bench_runtime.Sizes.big, big_all=True)
+    elif only and 'big' in only and not sizes.big:
+        sizes = dataclasses.replace(sizes, big=bench_runtime.Sizes.big)
     if not args.verbose:
-        # The reclaim figure kills children on purpose; the runtime warns about each kill.
+        # The reclaim figures kill children on purpose; the runtime warns about each kill.
         logging.getLogger('subactor').setLevel(logging.ERROR)
 
     env = environment()
@@ -109,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     def progress(line: str) -> None:
         print(f'  {line}', file=sys.stderr, flush=True)
 
-    doc = trio.run(bench_runtime.run, backends, sizes, progress, only)
-    doc = {'environment': env, **doc}
+    raw, errors = trio.run(bench_runtime.run, backends, sizes, progress, only)
+    doc = bench_report.document(env, backends, sizes, raw, errors, bench_runtime.BASE)
     print()
-    print(bench_runtime.format_table(doc))
+    print(bench_report.format_table(doc))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + '\n')
     print(f'\nresults written to {args.json}')
