@@ -98,13 +98,9 @@ async def wait_gone(info, bound):
             await trio.sleep(0.02)
 
 
-@actor_test(
-    bounds={'cancel_timeout': 0.5, 'orphan_timeout': 30}
-)  # no orphan reaper: only the budget can pass
-async def test_cancel_reaches_stuck_grandchild():
-    """The root's cancel budget (0.5 s) reaches the middle actor, which asks its stuck grandchild within half of
-    it and then kills it, so the root never has to kill the middle with the grandchild still alive.
-    Regression for conc-anal/orphaned-grandchild-after-parent-kill.md."""
+async def cancel_tree_with_stuck_grandchild(*, hard_kill, gone_within):
+    """Root -> 'middle' -> 'stuck-grandchild' (ignoring cancellation); cancel from the root, then require the
+    grandchild gone within `gone_within` seconds (a leftover process is killed either way)."""
     grandchild = None
     try:
         async with subactor.open_nursery() as an:
@@ -113,8 +109,8 @@ async def test_cancel_reaches_stuck_grandchild():
                 n.start_soon(call_until_killed, portal, nested.spawn_stuck_grandchild)
                 async with subactor.wait_for_actor('stuck-grandchild') as gc:
                     grandchild = await gc.run(basic.whoami)
-                await an.cancel()
-        await wait_gone(grandchild, 3)
+                await an.cancel(hard_kill=hard_kill)
+        await wait_gone(grandchild, gone_within)
     finally:
         if (
             grandchild is not None
@@ -122,26 +118,20 @@ async def test_cancel_reaches_stuck_grandchild():
             and not process_gone(grandchild['pid'])
         ):
             os.kill(grandchild['pid'], signal.SIGKILL)
+
+
+# No orphan reaper here (orphan_timeout 30 s): only the cancel budget can pass.
+@actor_test(bounds={'cancel_timeout': 0.5, 'orphan_timeout': 30})
+async def test_cancel_reaches_stuck_grandchild():
+    """The root's cancel budget (0.5 s) reaches the middle actor, which asks its stuck grandchild within half of
+    it and then kills it, so the root never has to kill the middle with the grandchild still alive.
+    Regression for conc-anal/orphaned-grandchild-after-parent-kill.md."""
+    await cancel_tree_with_stuck_grandchild(hard_kill=False, gone_within=3)
 
 
 @actor_test(bounds={'cancel_timeout': 0.3, 'orphan_timeout': 0.3})
 async def test_orphan_whose_parent_was_killed_ends_itself():
     """The middle actor is hard-killed at once (no budget to pass on): its grandchild, ignoring cancellation,
-    sees its parent channel drop and, after `orphan_timeout`, aborts its own tasks and ends."""
-    grandchild = None
-    try:
-        async with subactor.open_nursery() as an:
-            portal = await an.start_actor('middle', enable_modules=['actors.nested'])
-            async with trio.open_nursery() as n:
-                n.start_soon(call_until_killed, portal, nested.spawn_stuck_grandchild)
-                async with subactor.wait_for_actor('stuck-grandchild') as gc:
-                    grandchild = await gc.run(basic.whoami)
-                await an.cancel(hard_kill=True)
-        await wait_gone(grandchild, 5)
-    finally:
-        if (
-            grandchild is not None
-            and grandchild['pid'] != os.getpid()
-            and not process_gone(grandchild['pid'])
-        ):
-            os.kill(grandchild['pid'], signal.SIGKILL)
+    sees its parent channel drop and, after `orphan_timeout`, aborts its own tasks and ends (or the middle,
+    killed, kills it first)."""
+    await cancel_tree_with_stuck_grandchild(hard_kill=True, gone_within=5)

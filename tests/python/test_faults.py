@@ -31,31 +31,25 @@ async def test_boot_failure_raises_actor_failure_with_the_child_traceback():
     assert 'Traceback' in err.stderr_tail
 
 
+# A process child leaves with os._exit(3); a subint child (sharing this process) ends its interpreter with
+# SystemExit(3): to the parent both are an actor that vanished mid-call with status 3. sys.exit() in a remote
+# task ends the actor with its status on every backend.
+@pytest.mark.parametrize(
+    ('fn', 'status', 'last_words'),
+    [(basic.exit_now, 3, 'exit_now'), (basic.exit_with_sys_exit, 4, 'SystemExit')],
+    ids=['exit_now', 'sys_exit_in_a_task'],
+)
 @actor_test
-async def test_child_exiting_unexpectedly_raises_actor_failure():
-    # A process child leaves with os._exit(3); a subint child (sharing this process) ends its interpreter with
-    # SystemExit(3): to the parent both are an actor that vanished mid-call with status 3.
+async def test_child_exiting_unexpectedly_raises_actor_failure(fn, status, last_words):
     with pytest.raises(subactor.ActorFailure) as info:
         async with subactor.open_nursery() as an:
             portal = await an.start_actor('quitter', enable_modules=['actors.basic'])
             with pytest.raises(subactor.TransportClosed):
-                await portal.run(basic.exit_now, code=3)
+                await portal.run(fn, code=status)
             await trio.sleep_forever()
-    assert info.value.exit_status == 3
+    assert info.value.exit_status == status
     assert 'quitter' in str(info.value)
-    assert 'exit_now' in info.value.stderr_tail
-
-
-@actor_test
-async def test_sys_exit_in_a_remote_task_ends_the_actor_with_its_status():
-    with pytest.raises(subactor.ActorFailure) as info:
-        async with subactor.open_nursery() as an:
-            portal = await an.start_actor('sys-exit', enable_modules=['actors.basic'])
-            with pytest.raises(subactor.TransportClosed):
-                await portal.run(basic.exit_with_sys_exit, code=4)
-            await trio.sleep_forever()
-    assert info.value.exit_status == 4
-    assert 'SystemExit' in info.value.stderr_tail
+    assert last_words in info.value.stderr_tail
 
 
 async def _kill_abruptly(portal, pid, nursery):
