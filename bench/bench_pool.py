@@ -83,8 +83,10 @@ class WarmPool:
             self._ready.update(int(line) for line in lines)
 
     def is_ready(self) -> bool:
+        """The pool holds `size` interpreters and every one of them has finished its imports."""
         self._drain()
-        return all(i in self._ready for i in self.idle_ids())
+        ids = self.idle_ids()
+        return len(ids) >= self.size and all(i in self._ready for i in ids)
 
     async def ready(self, timeout: float = 120.0) -> None:
         """Wait until every interpreter in the pool has finished its imports (refills included)."""

@@ -73,9 +73,11 @@ def document(
     sizes: Any,
     raw: dict[str, dict[str, list[float]]],
     errors: dict[str, dict[str, str]],
+    events: dict[str, dict[str, dict[str, int]]],
     preferred_base: str,
 ) -> dict[str, Any]:
-    """The results document (JSON-ready): environment, rows, sizes, per-figure statistics, targets, errors."""
+    """The results document (JSON-ready): environment, rows, sizes, per-figure statistics, targets, errors and
+    escalations (children killed after a graceful cancel timed out, children abandoned by a failed hard kill)."""
     labels = [b.label for b in backends]
     base = base_label(labels, preferred_base)
     results: dict[str, Any] = {}
@@ -102,6 +104,7 @@ def document(
         'sizes': dataclasses.asdict(sizes),
         'figures': results,
         'errors': errors,
+        'escalations': events,
     }
     doc['targets'] = targets(doc)
     return doc
@@ -164,9 +167,18 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = _ratio(doc, 'rtt', label, base)
         out.append(_target(f'round trip <= 0.7x {base}', label, _x(ratio), _le(ratio, 0.7)))
     for label in subints:
+        # A spinner the hard kill had to abandon was not reclaimed at all: that misses the target outright.
         kill = _median(doc, 'reclaim_kill', label)
+        lost = doc['escalations'].get(label, {}).get('reclaim', {}).get('abandoned', 0)
+        ok = _lt(kill, 100.0)
+        measured = _ms(kill) + (f' median, {lost} abandoned' if lost else '')
         out.append(
-            _target('reclaim of a spinning child (hard kill) < 100 ms', label, _ms(kill), _lt(kill, 100.0))
+            _target(
+                'reclaim of a spinning child (hard kill) < 100 ms',
+                label,
+                measured,
+                ok and not lost if ok else ok,
+            )
         )
     for label in subints:
         ratio = _ratio(doc, 'rss_per_actor', label, base)
@@ -241,6 +253,17 @@ def format_table(doc: dict[str, Any]) -> str:
     for label, failed in doc['errors'].items():
         for step, err in failed.items():
             notes.append(f'{label}: {step} failed: {err.partition(chr(10))[0][:300]}')
+    for label, steps in doc['escalations'].items():
+        for step, counts in steps.items():
+            killed, abandoned = counts.get('killed', 0), counts.get('abandoned', 0)
+            if killed and step != 'reclaim':  # reclaim kills on purpose
+                notes.append(
+                    f'{label}: {step}: {killed} child(ren) killed after the graceful cancel timed out'
+                )
+            if abandoned:
+                notes.append(
+                    f'{label}: {step}: {abandoned} child(ren) abandoned: the hard kill did not end them'
+                )
     goal_rows = [['target', 'row', 'measured', 'status']]
     goal_rows += [[t['target'], t['row'], t['measured'], t['status']] for t in doc['targets']]
     goals = _columns(goal_rows) if len(goal_rows) > 1 else []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -114,8 +115,33 @@ QUICK = Sizes(
 )
 
 
+# What the runtime logs (logger 'subactor') when a teardown escalates; counted per row and step, not shown.
+EVENTS = {
+    'killed': 'did not exit after a cancel request; killing it',
+    'abandoned': 'abandoning it',
+}
+
+
+class _EventCounter(logging.Handler):
+    """Counts the runtime's escalation messages (EVENTS) against the row and step being sampled."""
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__(logging.WARNING)
+        self.bench = bench
+
+    def emit(self, record: logging.LogRecord) -> None:
+        where = self.bench.current
+        if where is None:
+            return
+        text = record.getMessage()
+        for event, needle in EVENTS.items():
+            if needle in text:
+                counts = self.bench.events.setdefault(where[0], {}).setdefault(where[1], {})
+                counts[event] = counts.get(event, 0) + 1
+
+
 class Bench:
-    """One run: the rows, the warm pool, and the raw samples and errors collected so far."""
+    """One run: the rows, the warm pool, and the raw samples, errors and escalations collected so far."""
 
     def __init__(self, backends: Sequence[Backend], sizes: Sizes, progress: Callable[[str], None]) -> None:
         self.backends = list(backends)
@@ -124,6 +150,10 @@ class Bench:
         self.pool = WarmPool() if any(b.pool for b in backends) else None
         self.raw: dict[str, dict[str, list[float]]] = {}
         self.errors: dict[str, dict[str, str]] = {}
+        #: row label -> step -> event (EVENTS) -> count
+        self.events: dict[str, dict[str, dict[str, int]]] = {}
+        #: (row label, step) being sampled, for _EventCounter
+        self.current: tuple[str, str] | None = None
 
     def record(self, figure: str, backend: Backend, value: float) -> None:
         self.raw.setdefault(figure, {}).setdefault(backend.label, []).append(value)
@@ -169,12 +199,15 @@ class Bench:
             return
         k = i % len(live)
         for backend in live[k:] + live[:k]:
+            self.current = (backend.label, step)
             try:
                 with trio.fail_after(timeout or self.sizes.sample_timeout):
                     async with self.sample(backend):
                         await fn(backend)
             except Exception as exc:  # one broken row must not hide the others' figures
                 self.fail(step, backend, exc)
+            finally:
+                self.current = None
 
 
 # -- the steps: each takes samples round-robin over the rows ----------------------------------------------------
@@ -408,14 +441,32 @@ def describe(exc: BaseException) -> str:
     return '; '.join(text if n == 1 else f'{text} (x{n})' for text, n in counts.items())
 
 
+@dataclasses.dataclass
+class Outcome:
+    """What a run collected: raw samples by figure and row; errors and escalations (EVENTS) by row and step."""
+
+    raw: dict[str, dict[str, list[float]]]
+    errors: dict[str, dict[str, str]]
+    events: dict[str, dict[str, dict[str, int]]]
+
+
 async def run(
     backends: Sequence[Backend],
     sizes: Sizes,
     progress: Callable[[str], None],
     only: Sequence[str] | None = None,
-) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, str]]]:
-    """Every step for every row, samples interleaved; (raw samples by figure and row, errors by row and step)."""
+    verbose: bool = False,
+) -> Outcome:
+    """Every step for every row, samples interleaved. The runtime's warnings are counted (and shown only when
+    `verbose`): the reclaim step kills children on purpose, anywhere else a kill means a teardown escalated."""
     bench = Bench(backends, sizes, progress)
+    logger = logging.getLogger('subactor')
+    counter = _EventCounter(bench)
+    logger.addHandler(counter)
+    saved = logger.level, logger.propagate
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False  # counted, not printed
     try:
         if bench.pool is not None and any(b.pool == 'warm' for b in backends):
             bench.pool.resize(sizes.batch)
@@ -432,6 +483,9 @@ async def run(
                     bench.fail(key, b, exc)
             progress(f'{key:<8} {title:<32} {(perf_counter_ns() - t0) / 1e9:6.1f} s')
     finally:
+        logger.removeHandler(counter)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
         if bench.pool is not None:
             bench.pool.close()
-    return bench.raw, bench.errors
+    return Outcome(bench.raw, bench.errors, bench.events)
