@@ -8,6 +8,7 @@
 # when the channel to our parent drops, the whole actor cancels itself (no orphans).
 from __future__ import annotations
 
+import contextvars
 import importlib
 import inspect
 import logging
@@ -36,11 +37,20 @@ def new_uid(name: str) -> tuple[str, str]:
 
 
 class _RpcTask:
-    __slots__ = ('ctx', 'scope')
+    __slots__ = ('ctx', 'deadline', 'scope')
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.scope = trio.CancelScope()
+        # Trio time by which the caller that cancelled this task expects its final message (CancelTask.budget).
+        self.deadline: float | None = None
+
+
+# The remote task the current trio task works for (inherited by every task it starts, e.g. an actor nursery's
+# supervisors), so a cancel budget given to that remote task reaches the waits of its teardown.
+_current_rpc_task: contextvars.ContextVar[_RpcTask | None] = contextvars.ContextVar(
+    'subactor_current_rpc_task', default=None
+)
 
 
 class Actor:
@@ -224,6 +234,8 @@ class Actor:
                     task = self._rpc_tasks.get((id(chan), msg.cid))
                     if task is not None:
                         task.ctx.canceller = chan.peer_uid
+                        if msg.budget is not None and msg.budget >= 0:
+                            task.deadline = trio.current_time() + msg.budget
                         task.scope.cancel()
                 elif isinstance(msg, CancelActor):
                     self.service.start_soon(self._handle_cancel_actor, chan, msg)
@@ -265,9 +277,11 @@ class Actor:
     def grace_within_budget(self, default: float, share: float) -> float:
         """How long a cancelling step may wait: `default`, or less when a canceller gave us a deadline: `share`
         of the time left, so our own children are asked, then killed, and we still exit before it expires."""
-        if self.cancel_deadline is None:
+        task = _current_rpc_task.get()
+        deadlines = [d for d in (self.cancel_deadline, task.deadline if task else None) if d is not None]
+        if not deadlines:
             return default
-        left = self.cancel_deadline - trio.current_time()
+        left = min(deadlines) - trio.current_time()
         return max(0.0, min(default, left * share))
 
     def open_caller_context(self, chan: Channel, fn_name: str) -> Context:
@@ -309,6 +323,7 @@ class Actor:
         self.service.start_soon(self._run_rpc, chan, msg, task)
 
     async def _run_rpc(self, chan: Channel, msg: Start, task: _RpcTask) -> None:
+        _current_rpc_task.set(task)  # this trio task's own context: visible to it and the tasks it starts
         ctx = task.ctx
         final: Return | Error
         try:

@@ -98,9 +98,13 @@ class Error(msgspec.Struct, tag='error', array_like=True):
 
 
 class CancelTask(msgspec.Struct, tag='cancel', array_like=True):
-    """Ask the receiver to cancel the task serving `cid`; it ends with an Error(is_cancel=True)."""
+    """Ask the receiver to cancel the task serving `cid`; it ends with an Error(is_cancel=True).
+
+    `budget`: seconds the requester waits for that final message; the task fits its teardown (children it
+    spawned included) inside it, like an actor does under CancelActor.budget."""
 
     cid: str
+    budget: float | None = None
 
 
 class CancelActor(msgspec.Struct, tag='cancel-actor', array_like=True):

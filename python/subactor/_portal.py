@@ -93,7 +93,7 @@ class Portal:
         bound = self._actor.grace_within_budget(self._actor.bounds.task_cancel_timeout, CHILD_SHARE_OF_BUDGET)
         with trio.CancelScope(shield=True), trio.move_on_after(bound):
             try:
-                await self.channel.send(CancelTask(ctx.cid))
+                await self.channel.send(CancelTask(ctx.cid, bound))
                 await ctx.wait_for_result()
             except (RemoteActorError, TransportClosed):
                 pass
