@@ -277,11 +277,13 @@ def test_shutdown_interrupts_joins_and_returns_the_stuck(pipe):
     busy_r, busy_w = os.pipe()
     try:
         busy = driver.spawn(SPIN.format(w=busy_w), name='busy')
-        # The interrupt may land just before the blocking call or just after it returns: the loop keeps it stuck
-        # in C until `r` is readable either way (select does not consume the byte, so a retry returns at once).
+        # The interrupt may land anywhere after the "got here" write (before the blocking call, or just after it
+        # returns): everything from the write on is inside the try, so it stays stuck in C until `r` is readable
+        # (select does not consume the byte, so a retry returns at once).
         stuck = driver.spawn(
-            f"import os, select\nos.write({busy_w}, b'x')\n"
-            f'while True:\n    try:\n        select.select([{r}], [], [])\n        break\n'
+            'import os, select\nsignalled = False\nwhile True:\n    try:\n'
+            f"        if not signalled:\n            os.write({busy_w}, b'x')\n            signalled = True\n"
+            f'        select.select([{r}], [], [])\n        break\n'
             '    except KeyboardInterrupt:\n        pass\n',
             name='stuck',
         )
