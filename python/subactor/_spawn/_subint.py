@@ -159,31 +159,42 @@ class SubintChild(Child):
         """Reclaim the child, every step bounded (conc-anal/hard-kill-of-a-shielded-subint-child.md):
 
         1. Send a kill byte. A child whose trio loop runs acknowledges it at once and throws HardKilled into
-           every task, shielded or not, so its cleanup runs and it ends within milliseconds.
+           every task parked at a checkpoint, shielded or not, so its cleanup runs and it ends within
+           milliseconds.
         2. No acknowledgement within `kill_pipe_grace`: the loop is busy in Python code. Inject an exception
            into its threads, backing off (T/7, 2T/7, 4T/7 of `interrupt_join_timeout` T for three attempts),
-           and send a byte with each, until it acknowledges or ends. Once acknowledged, stop injecting: an
-           exception landing inside trio's own machinery while it unwinds can wedge the loop.
-        3. Still running when T is spent: the thread is stuck in C; it is abandoned (never destroyed from here).
+           with a byte each time. Never inject into a loop that acknowledged: an exception landing inside trio's
+           own machinery while it unwinds can wedge the loop.
+        3. Acknowledged but still running after a backoff step: a task that was runnable (not parked) when the
+           byte came was not reached, and may now spin. Send another byte; no acknowledgement means step 2.
+        4. Still running when T is spent: the thread is stuck in C; it is abandoned (never destroyed from here).
         """
         with trio.CancelScope(shield=True):
             if self.exited():
                 return
             deadline = trio.current_time() + self._bounds.interrupt_join_timeout
-            acked = False
-            self._send_kill_byte()
-            with trio.move_on_after(self._bounds.kill_pipe_grace):
-                acked = await self._gone_or_acked()
             attempts = max(1, int(self._bounds.interrupt_attempts))
             unit = self._bounds.interrupt_join_timeout / (2**attempts - 1)
-            for attempt in range(attempts):
-                if acked or self._gone.is_set():
-                    break
+            self._send_kill_byte()
+            acked = await self._ack_within(self._bounds.kill_pipe_grace)
+            step = 0
+            while not self._gone.is_set() and trio.current_time() < deadline:
+                wait = min(unit * 2 ** min(step, attempts - 1), max(0.0, deadline - trio.current_time()))
+                step += 1
+                if acked:
+                    # Its loop runs: a short look (unwinding takes tens of ms), then another byte, which an
+                    # unwinding loop acknowledges again and a loop now spinning does not.
+                    with trio.move_on_after(min(wait, 5 * self._bounds.kill_pipe_grace)):
+                        await self._gone.wait()
+                    if self._gone.is_set():
+                        break
+                    self._send_kill_byte()
+                    acked = await self._ack_within(self._bounds.kill_pipe_grace)
+                    continue
                 if not self.handle.interrupt('KeyboardInterrupt'):
                     break  # finished meanwhile
                 self._send_kill_byte()
-                with trio.move_on_after(unit * 2**attempt):
-                    acked = await self._gone_or_acked()
+                acked = await self._ack_within(wait)
             with trio.move_on_at(deadline):
                 await self._gone.wait()
             if self.handle.outcome is not None:
@@ -199,6 +210,13 @@ class SubintChild(Child):
             self.handle.abandon()
             self.abandoned = True
             self._gone.set()
+
+    async def _ack_within(self, seconds: float) -> bool:
+        """True if the child acknowledged a kill byte within `seconds`; False if it ended or stayed silent."""
+        acked = False
+        with trio.move_on_after(seconds):
+            acked = await self._gone_or_acked()
+        return acked
 
     async def _gone_or_acked(self) -> bool:
         """Wait until the child ends (False) or acknowledges a kill byte (True)."""
