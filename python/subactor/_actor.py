@@ -266,13 +266,17 @@ class Actor:
         if self.on_parent_lost is not None:
             trio.lowlevel.spawn_system_task(self.on_parent_lost, name=f'orphan-reaper:{self.name}')
 
-    def kill_children_now(self) -> int:
+    def kill_children_now(self) -> None:
         """This actor is being killed: abort every child's channel and start killing every child, without
-        waiting (the tasks that would supervise a graceful teardown are being aborted too); how many."""
-        killed = 0
+        waiting (the tasks that would supervise a graceful teardown are being aborted too)."""
         for nursery in list(self.nurseries):
-            killed += nursery.kill_children_now()
-        return killed
+            nursery.kill_children_now()
+
+    def tighten_cancel_deadline(self, seconds: float) -> None:
+        """Someone wants this actor gone within `seconds` from now (never extends an earlier deadline)."""
+        deadline = trio.current_time() + seconds
+        if self.cancel_deadline is None or deadline < self.cancel_deadline:
+            self.cancel_deadline = deadline
 
     def grace_within_budget(self, default: float, share: float) -> float:
         """How long a cancelling step may wait: `default`, or less when a canceller gave us a deadline: `share`
@@ -424,9 +428,7 @@ class Actor:
 
     async def _handle_cancel_actor(self, chan: Channel, msg: CancelActor) -> None:
         if msg.budget is not None and msg.budget >= 0:
-            deadline = trio.current_time() + msg.budget
-            if self.cancel_deadline is None or deadline < self.cancel_deadline:
-                self.cancel_deadline = deadline
+            self.tighten_cancel_deadline(msg.budget)
         if not self._cancel_called:
             self._cancel_called = True
             self._cancel_requested_by = chan.peer_uid

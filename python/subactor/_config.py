@@ -29,7 +29,7 @@ class Bounds:
     terminate_timeout: float = 1.0
     # Subinterpreter backend, hard kill: wait this long for the child's loop to acknowledge the kill byte (it then
     # aborts its own tasks, finally blocks included) before taking it as busy in Python and injecting exceptions.
-    kill_pipe_grace: float = 0.02
+    kill_ack_grace: float = 0.02
     # Subinterpreter backend: join after injecting an exception; past this the thread is abandoned.
     interrupt_join_timeout: float = 2.0
     # Subinterpreter backend: times an exception is injected (backing off over interrupt_join_timeout).

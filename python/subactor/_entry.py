@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 
 import trio
 
@@ -73,16 +74,15 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
 
 
 class HardKilled(BaseException):
-    """The parent wrote to this child's kill pipe: every task ends now, shielded or not."""
+    """The parent sent a byte on this child's kill socket: every task ends now, shielded or not."""
 
 
 def _raise_hard_killed() -> None:
     raise HardKilled('hard-killed by the parent')
 
 
-def _abort_every_task(main_task: trio.lowlevel.Task) -> int:
-    """Throw HardKilled into every task of `main_task`'s tree that is blocked at a checkpoint, shielded or not;
-    the number of tasks it reached.
+def _abort_every_task(main_task: trio.lowlevel.Task) -> None:
+    """Throw HardKilled into every task of `main_task`'s tree that is blocked at a checkpoint, shielded or not.
 
     trio has no public "abort everything" (cancellation respects shields, and an error in a system task only
     cancels), so this uses the abort hook trio itself uses to deliver cancellation: a task parked in any trio
@@ -90,7 +90,6 @@ def _abort_every_task(main_task: trio.lowlevel.Task) -> int:
     are reached by the next kill byte (the parent writes one per attempt). See
     conc-anal/hard-kill-of-a-shielded-subint-child.md.
     """
-    reached = 0
     pending = [main_task]
     while pending:
         task = pending.pop()
@@ -98,8 +97,6 @@ def _abort_every_task(main_task: trio.lowlevel.Task) -> int:
             pending.extend(nursery.child_tasks)
         if getattr(task, '_abort_func', None) is not None:
             task._attempt_abort(_raise_hard_killed)
-            reached += 1
-    return reached
 
 
 def _kill_children_of_current_actor() -> None:
@@ -108,7 +105,7 @@ def _kill_children_of_current_actor() -> None:
         actor.kill_children_now()
 
 
-async def _watch_kill_pipe(kill_fd: int, main_task: trio.lowlevel.Task) -> None:
+async def _watch_kill_socket(kill_fd: int, main_task: trio.lowlevel.Task) -> None:
     """System task: each byte on the kill socket `kill_fd` is acknowledged (a byte back: "my loop runs, do not
     inject exceptions into it") and aborts every task of the actor (see `_abort_every_task`).
 
@@ -172,7 +169,7 @@ def run_child_from_fd(
 
     async def main() -> None:
         if kill_fd is not None:
-            trio.lowlevel.spawn_system_task(_watch_kill_pipe, kill_fd, trio.lowlevel.current_task())
+            trio.lowlevel.spawn_system_task(_watch_kill_socket, kill_fd, trio.lowlevel.current_task())
         await child_main(channel_from_fd(fd, label='parent'), uid, method, interp_id)
 
     try:
@@ -202,16 +199,20 @@ def run_child_from_fd(
 last_exit_cause: SystemExit | None = None
 
 
-def _find_system_exit(exc: BaseException) -> SystemExit | None:
-    if isinstance(exc, SystemExit):
-        return exc
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions `exc` is made of: through exception groups, and through a TrioInternalError to its cause
+    (what a system task or trio's core raised)."""
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            if (found := _find_system_exit(inner)) is not None:
-                return found
-    if isinstance(exc, trio.TrioInternalError) and exc.__cause__ is not None:
-        return _find_system_exit(exc.__cause__)
-    return None
+            yield from _leaves(inner)
+    elif isinstance(exc, trio.TrioInternalError) and exc.__cause__ is not None:
+        yield from _leaves(exc.__cause__)
+    else:
+        yield exc
+
+
+def _find_system_exit(exc: BaseException) -> SystemExit | None:
+    return next((leaf for leaf in _leaves(exc) if isinstance(leaf, SystemExit)), None)
 
 
 def _exit_status_of(exc: SystemExit) -> int:
@@ -223,11 +224,7 @@ def _exit_status_of(exc: SystemExit) -> int:
 
 
 def _is_interrupt(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_interrupt(e) for e in exc.exceptions)
-    if isinstance(exc, trio.TrioInternalError) and exc.__cause__ is not None:
-        return _is_interrupt(exc.__cause__)
-    return isinstance(exc, (KeyboardInterrupt, trio.Cancelled, HardKilled))
+    return all(isinstance(leaf, (KeyboardInterrupt, trio.Cancelled, HardKilled)) for leaf in _leaves(exc))
 
 
 def retire_threads(timeout: float) -> list[str]:

@@ -113,12 +113,8 @@ def _interrupt_shortens_teardown(actor: Actor) -> Iterator[None]:
         return
 
     def on_sigint(signum: int, frame: Any) -> None:
-        try:
-            deadline = trio.current_time() + actor.bounds.interrupt_grace
-        except RuntimeError:  # outside trio.run: nothing to shorten
-            deadline = None
-        if deadline is not None and (actor.cancel_deadline is None or deadline < actor.cancel_deadline):
-            actor.cancel_deadline = deadline
+        with contextlib.suppress(RuntimeError):  # outside trio.run: nothing to shorten
+            actor.tighten_cancel_deadline(actor.bounds.interrupt_grace)
         previous(signum, frame)
 
     signal.signal(signal.SIGINT, on_sigint)

@@ -76,16 +76,13 @@ class ActorNursery:
         self.cancel_called = False
         self._closed = False
 
-    def kill_children_now(self) -> int:
+    def kill_children_now(self) -> None:
         """See Actor.kill_children_now."""
-        killed = 0
         for rec in list(self._children.values()):
             if not rec.exited.is_set():
                 rec.cancel_requested = True
                 rec.chan.abort('parent actor hard-killed')
                 rec.child.kill_now()
-                killed += 1
-        return killed
 
     @property
     def children(self) -> dict[tuple[str, str], Portal]:

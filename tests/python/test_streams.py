@@ -110,7 +110,7 @@ async def test_overrun_without_backpressure_raises_stream_overrun():
         portal = await start_worker(an)
         with pytest.raises(subactor.StreamOverrun, match='backpressure'):
             async with (
-                portal.open_context(streaming.flood, n=50) as (ctx, _),
+                portal.open_context(streaming.gated_sender, n=50, hold_open=True) as (ctx, _),
                 ctx.open_stream(msg_buffer_size=4, backpressure=False) as stream,
             ):
                 await stream.send('go')

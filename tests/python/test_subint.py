@@ -57,8 +57,8 @@ async def test_interrupt_reclaims_child(fn, signal_value):
     assert subactor.current_actor().abandoned == []
 
 
-@actor_test(bounds={'cancel_timeout': 0.3, 'kill_pipe_grace': 10.0})
-async def test_kill_pipe_alone_unwinds_a_shielded_child_and_runs_its_finally_blocks(tmp_path):
+@actor_test(bounds={'cancel_timeout': 0.3, 'kill_ack_grace': 10.0})
+async def test_kill_byte_alone_unwinds_a_shielded_child_and_runs_its_finally_blocks(tmp_path):
     """The kill byte throws HardKilled into the shielded task itself: no injected exception is needed (the
     grace before injecting is 10 s here), the task's cleanup runs, and the child ends promptly.
     Regression for conc-anal/hard-kill-of-a-shielded-subint-child.md."""

@@ -161,7 +161,7 @@ class SubintChild(Child):
         1. Send a kill byte. A child whose trio loop runs acknowledges it at once and throws HardKilled into
            every task parked at a checkpoint, shielded or not, so its cleanup runs and it ends within
            milliseconds.
-        2. No acknowledgement within `kill_pipe_grace`: the loop is busy in Python code. Inject an exception
+        2. No acknowledgement within `kill_ack_grace`: the loop is busy in Python code. Inject an exception
            into its threads, backing off (T/7, 2T/7, 4T/7 of `interrupt_join_timeout` T for three attempts),
            with a byte each time. Never inject into a loop that acknowledged: an exception landing inside trio's
            own machinery while it unwinds can wedge the loop.
@@ -176,7 +176,7 @@ class SubintChild(Child):
             attempts = max(1, int(self._bounds.interrupt_attempts))
             unit = self._bounds.interrupt_join_timeout / (2**attempts - 1)
             self._send_kill_byte()
-            acked = await self._ack_within(self._bounds.kill_pipe_grace)
+            acked = await self._ack_within(self._bounds.kill_ack_grace)
             step = 0
             while not self._gone.is_set() and trio.current_time() < deadline:
                 wait = min(unit * 2 ** min(step, attempts - 1), max(0.0, deadline - trio.current_time()))
@@ -184,12 +184,12 @@ class SubintChild(Child):
                 if acked:
                     # Its loop runs: a short look (unwinding takes tens of ms), then another byte, which an
                     # unwinding loop acknowledges again and a loop now spinning does not.
-                    with trio.move_on_after(min(wait, 5 * self._bounds.kill_pipe_grace)):
+                    with trio.move_on_after(min(wait, 5 * self._bounds.kill_ack_grace)):
                         await self._gone.wait()
                     if self._gone.is_set():
                         break
                     self._send_kill_byte()
-                    acked = await self._ack_within(self._bounds.kill_pipe_grace)
+                    acked = await self._ack_within(self._bounds.kill_ack_grace)
                     continue
                 if not self.handle.interrupt('KeyboardInterrupt'):
                     break  # finished meanwhile
@@ -215,29 +215,23 @@ class SubintChild(Child):
         """True if the child acknowledged a kill byte within `seconds`; False if it ended or stayed silent."""
         acked = False
         with trio.move_on_after(seconds):
-            acked = await self._gone_or_acked()
-        return acked
+            async with trio.open_nursery() as n:
 
-    async def _gone_or_acked(self) -> bool:
-        """Wait until the child ends (False) or acknowledges a kill byte (True)."""
-        acked = False
-        async with trio.open_nursery() as n:
+                async def wait_ack() -> None:
+                    nonlocal acked
+                    await trio.lowlevel.wait_readable(self._kill)
+                    try:
+                        acked = bool(self._kill.recv(64))
+                    except OSError:
+                        pass
+                    n.cancel_scope.cancel()
 
-            async def wait_ack() -> None:
-                nonlocal acked
-                await trio.lowlevel.wait_readable(self._kill)
-                try:
-                    acked = bool(self._kill.recv(64))
-                except OSError:
-                    pass
-                n.cancel_scope.cancel()
+                async def wait_gone() -> None:
+                    await self._gone.wait()
+                    n.cancel_scope.cancel()
 
-            async def wait_gone() -> None:
-                await self._gone.wait()
-                n.cancel_scope.cancel()
-
-            n.start_soon(wait_ack)
-            n.start_soon(wait_gone)
+                n.start_soon(wait_ack)
+                n.start_soon(wait_gone)
         return acked
 
     def kill_now(self) -> None:

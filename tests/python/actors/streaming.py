@@ -93,8 +93,10 @@ async def echo_stream(ctx):
 
 
 @subactor.context
-async def gated_sender(ctx, n):
-    """Send n messages as fast as credit allows once the caller says go; count sends in `sent_count()`."""
+async def gated_sender(ctx, n, hold_open=False):
+    """Send n messages as fast as credit allows once the caller says go; count sends in `sent_count()`.
+    `hold_open`: keep the stream open afterwards (a receiver without back-pressure then sees its overrun before
+    any end-of-stream)."""
     global _sent
     _sent = 0
     await ctx.started()
@@ -103,6 +105,8 @@ async def gated_sender(ctx, n):
         for i in range(n):
             await stream.send(i)
             _sent += 1
+        if hold_open:
+            await trio.sleep_forever()
     return _sent
 
 
@@ -112,20 +116,6 @@ async def sent_count_when_stalled():
 
     await trio.testing.wait_all_tasks_blocked()
     return _sent
-
-
-@subactor.context
-async def flood(ctx, n):
-    """Send n messages without back-pressure (the receiver opened its stream with backpressure=False)."""
-    global _sent
-    _sent = 0
-    await ctx.started()
-    async with ctx.open_stream() as stream:
-        assert await stream.receive() == 'go'
-        for i in range(n):
-            await stream.send(i)
-            _sent += 1
-        await trio.sleep_forever()
 
 
 @subactor.context
