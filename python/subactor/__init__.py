@@ -40,6 +40,7 @@ __all__ = [
     'StreamOverrun',
     'SubactorError',
     'TransportClosed',
+    'WarmPoolStatus',
     'available_spawn_methods',
     'close_warm_pool',
     'context',
@@ -54,6 +55,8 @@ __all__ = [
     'track_resource_deltas',
     'try_set_start_method',
     'wait_for_actor',
+    'wait_warm_pool_ready',
+    'warm_pool_status',
 ]
 
 _LAZY = {
@@ -72,8 +75,11 @@ _LAZY = {
     'dump_on_hang': '.devx',
     'track_resource_deltas': '.devx',
     'resource_delta_fixture': '.devx',
-    'set_warm_pool_size': '._spawn._subint',
-    'close_warm_pool': '._spawn._subint',
+    'set_warm_pool_size': '._spawn._warm_pool',
+    'close_warm_pool': '._spawn._warm_pool',
+    'warm_pool_status': '._spawn._warm_pool',
+    'wait_warm_pool_ready': '._spawn._warm_pool',
+    'WarmPoolStatus': '._spawn._warm_pool',
 }
 
 

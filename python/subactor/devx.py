@@ -30,9 +30,10 @@ Design:
 - Leaks. `track_resource_deltas` compares snapshots of this interpreter's Python threads, the driver's live
   interpreters and the open fds. Resources that live on purpose for the life of the process are not leaks:
   idle workers in trio's thread cache (reused, they end after 10 idle seconds), the subint warm pool's idle
-  interpreters and their assignment pipes, multiprocessing's resource tracker and fork server pipes, and the
+  interpreters and their control sockets, multiprocessing's resource tracker and fork server pipes, and the
   driver's io thread (started before the first snapshot). Threads and interpreters ending late (a child
-  actor's thread that is between "exited" and "gone") get `settle` seconds to go before they count.
+  actor's thread that is between "exited" and "gone") get `settle` seconds to go before they count, and
+  so does a warm pool still refilling (an interpreter warming up has files and sockets open for a while).
 - Dumps from outside: `python -m subactor.devx dump PID` reads a dump from a process that called
   `serve_dumps()` (opt-in). Asking a process for a dump needs code in it that runs on demand: a Python
   signal handler is starved exactly like SIGINT, and a signalfd needs the signal blocked in every thread, which
@@ -263,17 +264,23 @@ def _idle_trio_threads() -> set[int]:
 
 
 def _warm_pool() -> tuple[list[Any], set[int]]:
-    """The subint warm pool's idle handles, and the descriptors they hold in this process: the parent's end of
-    each assignment pipe and each handle's exit fd (all live by design)."""
-    subint = sys.modules.get('subactor._spawn._subint')
-    pool = getattr(subint, '_pool', None)
-    idle = list(getattr(pool, '_idle', ()))
-    handles = [handle for handle, _ in idle]
-    fds = {fd for _, fd in idle}
-    for handle in handles:
-        with contextlib.suppress(RuntimeError):  # closed meanwhile
-            fds.add(handle.exit_fd)
-    return handles, fds
+    """The subint warm pool's idle handles, and the descriptors they hold in this process (both ends of each
+    control socket, each handle's exit fd: all live by design)."""
+    pool = getattr(sys.modules.get('subactor._spawn._warm_pool'), '_pool', None)
+    if pool is None:
+        return [], set()
+    return pool.handles(), pool.held_fds()
+
+
+def _settle_warm_pool(timeout: float) -> bool:
+    """Wait up to `timeout` until every idle pooled interpreter is ready: one still warming up holds transient
+    fds (files it imports from, its warm-up trio.run's) that are not a leak of whoever is being measured.
+    False if there was nothing to wait for."""
+    pool = getattr(sys.modules.get('subactor._spawn._warm_pool'), '_pool', None)
+    if pool is None or pool.status().warming == 0:
+        return False
+    pool.settle(timeout)
+    return True
 
 
 def _process_lifetime_fds() -> set[int]:
@@ -353,7 +360,7 @@ def snapshot_resources() -> ResourceSnapshot:
     interpreters = _interpreters(_driver_or_none())
     lifetime = _process_lifetime_fds()
     fds = _open_fds()
-    # Both ends of a lifetime pipe (the read ends of the pool's pipes belong to the pooled interpreters).
+    # Both ends of a lifetime pipe (multiprocessing's helpers hold one end, their processes the other).
     pipes = {target for fd, target in fds.items() if fd in lifetime and target.startswith('pipe:')}
     fds = {fd: target for fd, target in fds.items() if fd not in lifetime and target not in pipes}
     return ResourceSnapshot(threads, interpreters, fds)
@@ -401,6 +408,8 @@ def track_resource_deltas(
             _diff(delta, before, snapshot_resources())
             if not delta.leaked or time.monotonic() >= deadline:
                 break
+            if delta.fds_added and _settle_warm_pool(deadline - time.monotonic()):
+                continue
             # Polling is the only way here: nothing signals "this foreign thread is gone". Join the leaked
             # Python threads we can see, with the remaining bound, and re-check the others a moment later.
             leaked = [t for t in threading.enumerate() if t.ident in delta.threads_added]

@@ -10,30 +10,26 @@
 #   task (shielded ones too) and acknowledge; a child busy in Python code gets exceptions injected into its
 #   threads (backing off over `interrupt_join_timeout`) until its loop runs and acknowledges; a thread still
 #   running after that is stuck in C: it is abandoned (reported, never destroyed from here, never blocking exit).
-# - Warm start: a bounded pool of interpreters that already imported the runtime and block on a pipe for their
-#   assignment (fd, name, uuid). Taking one starts a replacement at once, so spawning faster than the pool refills
-#   just means waiting on a still-importing interpreter. Each pooled interpreter serves exactly one actor.
+# - Warm start: see _warm_pool.py. A warm spawn differs from a cold one only in who runs the bootstrap: an
+#   interpreter that is already warm reads the same fds, name and uuid from its control socket.
 from __future__ import annotations
 
-import collections
 import logging
-import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._ipc import Channel, channel_from_socket
 from ._base import Child
+from ._warm_pool import current_pool
 
 if TYPE_CHECKING:
     from .._config import Bounds
 
 log = logging.getLogger('subactor')
-
-# Interpreters kept warm (pre-imported) in the root actor's process; 0 disables the pool.
-DEFAULT_POOL_SIZE = int(os.environ.get('SUBACTOR_SUBINT_POOL', '4'))
 
 # The parent keeps its copy of the child's socket end until the handshake, so a child that dies before taking
 # it leaks nothing: the child works on its own dup.
@@ -43,17 +39,6 @@ _sys.path[:0] = [_p for _p in {sys_path!r} if _p not in _sys.path]
 _fd, _kill = _os.dup({fd}), _os.dup({kill_fd})
 from subactor._spawn._subint import child_bootstrap
 child_bootstrap(_fd, {name!r}, {uuid!r}, _kill)
-"""
-
-_WARM_BOOTSTRAP = """\
-import sys as _sys
-_sys.path[:0] = [_p for _p in {sys_path!r} if _p not in _sys.path]
-_r = {read_fd}
-import subactor._spawn._subint as _subint
-_subint.warm_imports()
-_assignment = _subint.read_assignment(_r)
-if _assignment is not None:
-    _subint.child_bootstrap(*_assignment)
 """
 
 
@@ -84,29 +69,6 @@ def child_bootstrap(fd: int, name: str, uuid: str, kill_fd: int) -> None:
         raise SystemExit(code) from _entry.last_exit_cause
 
 
-def warm_imports() -> None:
-    """What a pooled interpreter imports ahead of its assignment: the whole child runtime."""
-    import msgspec  # noqa: F401
-    import trio  # noqa: F401
-
-    from .. import _entry, _supervise  # noqa: F401
-
-
-def read_assignment(read_fd: int) -> tuple[int, str, str, int] | None:
-    """Block (GIL released) until the parent assigns this pooled interpreter; None when the pool closes."""
-    data = b''
-    try:
-        while not data.endswith(b'\n'):
-            chunk = os.read(read_fd, 4096)
-            if not chunk:
-                return None
-            data += chunk
-    finally:
-        os.close(read_fd)
-    fd, name, uuid, kill_fd = data.decode().rstrip('\n').split('\x00')
-    return os.dup(int(fd)), name, uuid, os.dup(int(kill_fd))
-
-
 class SubintChild(Child):
     """A child actor in a subinterpreter on its own driver thread."""
 
@@ -116,8 +78,10 @@ class SubintChild(Child):
         bounds: Bounds,
         child_sock: socket.socket,
         kill_socks: tuple[socket.socket, socket.socket],
+        on_handshake_done: Callable[[], None] | None = None,
     ) -> None:
         self.handle = handle
+        self._on_handshake_done = on_handshake_done
         self._bounds = bounds
         self._child_sock = child_sock
         # The kill socketpair: we keep `_kill` and send kill bytes on it; the child works on a dup of
@@ -255,8 +219,16 @@ class SubintChild(Child):
     def after_handshake(self) -> None:
         self._child_sock.close()
         self._kill_child_end.close()
+        self._warm_handshake_done()
+
+    def _warm_handshake_done(self) -> None:
+        """Tell the warm pool (once) that this spawn no longer needs the GIL to itself: it may refill."""
+        done, self._on_handshake_done = self._on_handshake_done, None
+        if done is not None:
+            done()
 
     def cleanup(self) -> None:
+        self._warm_handshake_done()
         self._child_sock.close()
         self._kill_child_end.close()
         self._kill.close()
@@ -265,114 +237,24 @@ class SubintChild(Child):
             self.handle.close()
 
 
-class _WarmPool:
-    """Interpreters that imported the runtime ahead of demand, each waiting on a pipe for one assignment."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._idle: collections.deque[tuple[Any, int]] = collections.deque()
-
-    def fill(self) -> None:
-        driver = _native()
-        while len(self._idle) < self.size:
-            read_fd, write_fd = os.pipe()
-            try:
-                handle = driver.spawn(
-                    _WARM_BOOTSTRAP.format(read_fd=read_fd, sys_path=_sys_path()), name='subint-warm'
-                )
-            except BaseException:
-                os.close(read_fd)
-                os.close(write_fd)
-                raise
-            self._idle.append((handle, write_fd))
-
-    def take(self) -> tuple[Any, int] | None:
-        if not self._idle:
-            return None
-        entry = self._idle.popleft()
-        self.fill()
-        return entry
-
-    def close(self, timeout: float) -> None:
-        """Release every idle interpreter (EOF on its pipe ends it) and join them within `timeout`."""
-        idle, self._idle = self._idle, collections.deque()
-        for _, write_fd in idle:
-            os.close(write_fd)
-        for handle, _ in idle:
-            if handle.join(timeout):
-                handle.close()
-
-
-_pool: _WarmPool | None = None
-_pool_configured = False  # set_warm_pool_size() was called: never fall back to the default pool
-
-
-def set_warm_pool_size(size: int) -> None:
-    """Keep `size` pre-imported interpreters ready for subint spawns in this process (0 disables)."""
-    global _pool, _pool_configured
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ValueError(f'warm pool size must be a non-negative int, not {size!r}')
-    _pool_configured = True
-    if _pool is not None:
-        _pool.close(timeout=5.0)
-    _pool = _WarmPool(size) if size else None
-    if _pool is not None:
-        _register_pool_closer()
-        _pool.fill()
-
-
-_closer_registered = False
-
-
-def _register_pool_closer() -> None:
-    """Close the pool at exit, before the driver's own exit hook (atexit runs the later-registered first):
-    pooled interpreters wait in os.read, which only the pipe's EOF ends."""
-    global _closer_registered
-    if not _closer_registered:
-        import atexit
-
-        _native()  # make sure the driver's hook is registered first
-        atexit.register(close_warm_pool)
-        _closer_registered = True
-
-
-def close_warm_pool(timeout: float = 5.0) -> None:
-    global _pool
-    if _pool is not None:
-        _pool.close(timeout)
-        _pool = None
-
-
-def _take_warm() -> tuple[Any, int] | None:
-    global _pool
-    if _pool is None:
-        # Only the root interpreter keeps a pool by default; nested actors spawn cold unless asked.
-        if _pool_configured or current_interp_id() not in (0, None) or DEFAULT_POOL_SIZE == 0:
-            return None
-        set_warm_pool_size(DEFAULT_POOL_SIZE)
-        assert _pool is not None
-    return _pool.take()
-
-
 def _sys_path() -> list[str]:
     return [p for p in sys.path if p]
 
 
 async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Channel]:
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     name, uuid = uid
+    pool = current_pool()
+    # Waiting for a still-warming interpreter beats a cold start, within the handshake's own bound.
+    pooled = await pool.take(patience=bounds.handshake_timeout) if pool is not None else None
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     child_fd = child_sock.fileno()
     kill, kill_child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     kill.setblocking(False)  # a kill byte never blocks the parent
     kill_r = kill_child_end.fileno()
     try:
-        warm = _take_warm()
-        if warm is not None:
-            handle, write_fd = warm
-            try:
-                os.write(write_fd, f'{child_fd}\x00{name}\x00{uuid}\x00{kill_r}\n'.encode())
-            finally:
-                os.close(write_fd)
+        if pooled is not None:
+            handle = pooled.handle
+            pooled.assign(child_fd, name, uuid, kill_r)
         else:
             code = _COLD_BOOTSTRAP.format(
                 fd=child_fd, name=name, uuid=uuid, kill_fd=kill_r, sys_path=_sys_path()
@@ -383,6 +265,10 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
         child_sock.close()
         kill.close()
         kill_child_end.close()
+        if pooled is not None:
+            pooled.release(0.0)
+            pool.handshake_done()  # type: ignore[union-attr]
         raise
-    child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end))
+    on_handshake_done = pool.handshake_done if pooled is not None else None  # type: ignore[union-attr]
+    child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end), on_handshake_done)
     return child, channel_from_socket(parent_sock, label='child')

@@ -1,0 +1,364 @@
+# The subint warm pool: interpreters created, pre-imported and warmed up ahead of demand, one actor each.
+#
+# Design:
+# - A pooled interpreter imports the child runtime, runs one throw-away trio.run over the code paths of a
+#   handshake (so the first real one pays no first-use costs), then writes one readiness byte on its control
+#   socket and blocks (GIL released) reading its assignment from it: the fds of its actor's channel and kill
+#   socket, its name and uuid. EOF instead means the pool closed: it ends without serving.
+# - The parent learns readiness by reading that byte: without waiting (`status()`), with trio
+#   (`wait_ready()`) or blocking (`settle()`, for code outside trio such as the leak gate). Nothing polls.
+# - Refill is deferred: taking an interpreter does not start its replacement, because a replacement's import
+#   (~150 ms of shared-GIL time) would compete with the very handshake the pool exists to speed up. The pool
+#   refills when the last warm spawn in flight has finished its handshake, or at once when a spawn finds it
+#   empty (that spawn is cold anyway). Spawning faster than the pool refills just means cold spawns.
+# - Only the root interpreter keeps a pool by default; each pooled interpreter serves exactly one actor.
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import select
+import socket
+import sys
+import time
+from typing import Any
+
+import trio
+
+log = logging.getLogger('subactor')
+
+# Interpreters kept warm in the root actor's process by default; 0 disables the pool (env SUBACTOR_SUBINT_POOL).
+DEFAULT_POOL_SIZE = int(os.environ.get('SUBACTOR_SUBINT_POOL', '4'))
+
+# The parent keeps the control socket's child end open (detached, not closed) until the interpreter has read
+# its assignment; the interpreter closes it. If the import below fails, the bootstrap closes it itself.
+_WARM_BOOTSTRAP = """\
+import os as _os, sys as _sys
+try:
+    _sys.path[:0] = [_p for _p in {sys_path!r} if _p not in _sys.path]
+    from subactor._spawn._warm_pool import serve_pooled
+except BaseException:
+    _os.close({control_fd})
+    raise
+serve_pooled({control_fd})
+"""
+
+_READY = b'R'
+# How long a pooled interpreter that closed its control socket unready gets to end before we stop watching it.
+_DISCARD_JOIN_TIMEOUT = 1.0
+
+
+# --- inside a pooled interpreter -------------------------------------------------------------------------------
+
+
+def serve_pooled(control_fd: int) -> None:
+    """Warm up, say so, wait for the assignment, then serve as that actor (or end quietly if the pool closed)."""
+    try:
+        warm_imports()
+        trio.run(_warm_up)
+        try:
+            os.write(control_fd, _READY)
+        except OSError:
+            return  # the pool closed while this interpreter warmed up
+        assignment = _read_assignment(control_fd)
+    finally:
+        os.close(control_fd)
+    if assignment is not None:
+        from ._subint import child_bootstrap
+
+        child_bootstrap(*assignment)
+
+
+def warm_imports() -> None:
+    """What a pooled interpreter imports ahead of its assignment: the whole child runtime and the driver."""
+    import msgspec  # noqa: F401
+
+    from .. import _driver, _entry, _supervise  # noqa: F401
+    from . import _subint  # noqa: F401
+
+
+async def _warm_up() -> None:
+    """Run the code paths of a child's handshake once (trio's start-up, a socket channel's encoder and decoder,
+    a listener, a nursery), so the real handshake finds them specialised and their lazy set-up done."""
+    from .._ipc import channel_from_socket, default_bind_addr, listen
+    from .._msg import Hello, Ready
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    near, far = channel_from_socket(a), channel_from_socket(b)
+    listener = await listen(default_bind_addr('tcp', 'warm-up', '0'))
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def echo_twice(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                task_status.started()
+                for _ in range(2):
+                    await far.send(await far.recv())
+
+            await nursery.start(echo_twice)
+            await near.send(Hello(['warm-up', '0'], os.getpid(), None, ['tcp', '127.0.0.1', 1]))
+            await near.recv()
+            await near.send(Ready(['tcp', '127.0.0.1', 1]))
+            await near.recv()
+    finally:
+        await listener.aclose()
+        await near.aclose()
+        await far.aclose()
+
+
+def _read_assignment(control_fd: int) -> tuple[int, str, str, int] | None:
+    """Block (GIL released) until the parent assigns this interpreter; None when the pool closes instead."""
+    data = b''
+    while not data.endswith(b'\n'):
+        chunk = os.read(control_fd, 4096)
+        if not chunk:
+            return None
+        data += chunk
+    fd, name, uuid, kill_fd = data.decode().rstrip('\n').split('\x00')
+    return os.dup(int(fd)), name, uuid, os.dup(int(kill_fd))
+
+
+# --- in the parent ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmPoolStatus:
+    """The warm pool at one moment: its target `size`, interpreters `ready` to serve a spawn at once, and those
+    still `warming` (importing). `ready + warming` is below `size` while a refill is deferred."""
+
+    size: int
+    ready: int
+    warming: int
+
+
+class _Pooled:
+    """One idle pooled interpreter: its driver handle and our end of its control socket."""
+
+    __slots__ = ('child_control_fd', 'control', 'handle', 'ready')
+
+    def __init__(self, handle: Any, control: socket.socket, child_control_fd: int) -> None:
+        self.handle = handle
+        self.control = control
+        self.child_control_fd = child_control_fd
+        self.ready = False
+
+    def check_ready(self) -> bool | None:
+        """Read the readiness byte if it is there: True (ready), False (not yet), None (it ended instead)."""
+        if self.ready:
+            return True
+        try:
+            data = self.control.recv(1, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return None
+        if data != _READY:
+            return None
+        self.ready = True
+        return True
+
+    async def wait_ready(self) -> bool:
+        """Sleep until it is ready (True) or has ended (False)."""
+        while (state := self.check_ready()) is False:
+            await trio.lowlevel.wait_readable(self.control)
+        return bool(state)
+
+    def assign(self, channel_fd: int, name: str, uuid: str, kill_fd: int) -> None:
+        self.control.sendall(f'{channel_fd}\x00{name}\x00{uuid}\x00{kill_fd}\n'.encode())
+        self.control.close()
+
+    def release(self, timeout: float) -> bool:
+        """End it unassigned (EOF on its control socket) and join it within `timeout`; True if it ended."""
+        self.control.close()
+        if self.handle.join(timeout):
+            self.handle.close()
+            return True
+        return False
+
+
+class _WarmPool:
+    """Up to `size` idle pooled interpreters in this process (see the module comment for the refill policy)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._idle: collections.deque[_Pooled] = collections.deque()
+        self._in_flight = 0  # warm spawns taken and not yet through their handshake
+
+    def fill(self) -> None:
+        from .. import _driver
+
+        while len(self._idle) < self.size:
+            control, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            child_fd = child_end.detach()  # the interpreter owns (and closes) it from here on
+            try:
+                handle = _driver.spawn(
+                    _WARM_BOOTSTRAP.format(control_fd=child_fd, sys_path=_sys_path()), name='subint-warm'
+                )
+            except BaseException:
+                control.close()
+                os.close(child_fd)
+                raise
+            self._idle.append(_Pooled(handle, control, child_fd))
+
+    def status(self) -> WarmPoolStatus:
+        states = [entry.check_ready() for entry in self._idle]
+        return WarmPoolStatus(self.size, states.count(True), states.count(False))
+
+    async def take(self, patience: float) -> _Pooled | None:
+        """A ready interpreter if there is one, else the one warming the longest (waiting for it beats a cold
+        start, which would import from scratch) for up to `patience` seconds; None when the pool is empty
+        (which starts a refill) or that one is not ready in time."""
+        while self._idle:
+            entry = next((e for e in self._idle if e.check_ready()), self._idle[0])
+            self._idle.remove(entry)
+            ready = None
+            try:
+                with trio.move_on_after(patience):
+                    ready = await entry.wait_ready()
+            finally:
+                if ready is None:  # cancelled or out of patience: it stays in the pool
+                    self._idle.appendleft(entry)
+            if ready is None:
+                return None
+            if ready:
+                self._in_flight += 1
+                return entry
+            await self._discard(entry)
+        self.fill()
+        return None
+
+    def handshake_done(self) -> None:
+        """A warm spawn finished its handshake (or failed): refill once none is in flight."""
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self.fill()
+
+    async def wait_ready(self) -> None:
+        """Sleep until the pool is full and every interpreter in it is ready (replacing any that end instead)."""
+        while True:
+            self.fill()
+            ended = [entry for entry in list(self._idle) if not await entry.wait_ready()]
+            if not ended:
+                return
+            for entry in ended:
+                if entry in self._idle:
+                    self._idle.remove(entry)
+                    await self._discard(entry)
+
+    def settle(self, timeout: float) -> bool:
+        """Block (outside trio) until every idle interpreter is ready or `timeout` passes; True if settled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            warming = [e for e in self._idle if e.check_ready() is False]
+            left = deadline - time.monotonic()
+            if not warming:
+                return True
+            if left <= 0:
+                return False
+            select.select([e.control for e in warming], [], [], left)
+
+    def held_fds(self) -> set[int]:
+        """Descriptors the idle interpreters hold in this process (both control ends, the exit fds)."""
+        fds = set()
+        for entry in self._idle:
+            fds.update((entry.control.fileno(), entry.child_control_fd))
+            try:
+                fds.add(entry.handle.exit_fd)
+            except RuntimeError:  # closed meanwhile
+                pass
+        return fds
+
+    def handles(self) -> list[Any]:
+        return [entry.handle for entry in self._idle]
+
+    async def _discard(self, entry: _Pooled) -> None:
+        """Drop an interpreter that closed its control socket before it was ready, and say why it failed."""
+        entry.control.close()
+        with trio.move_on_after(_DISCARD_JOIN_TIMEOUT):
+            await trio.lowlevel.wait_readable(entry.handle.exit_fd)
+        outcome = entry.handle.outcome
+        log.warning(
+            'a warm-pool interpreter (%s) ended before it was ready: %s',
+            entry.handle.id,
+            (outcome.traceback or outcome.exc_type) if outcome is not None else 'it has not ended yet',
+        )
+        entry.release(0.0)
+
+    def close(self, timeout: float) -> None:
+        """Release every idle interpreter (EOF on its control socket ends it) and join them within `timeout`."""
+        idle, self._idle = self._idle, collections.deque()
+        for entry in idle:
+            entry.control.close()
+        deadline = time.monotonic() + timeout
+        for entry in idle:
+            entry.release(max(0.0, deadline - time.monotonic()))
+
+
+def _sys_path() -> list[str]:
+    return [p for p in sys.path if p]
+
+
+_pool: _WarmPool | None = None
+_pool_configured = False  # set_warm_pool_size() was called: never fall back to the default pool
+
+
+def set_warm_pool_size(size: int) -> None:
+    """Keep `size` warm interpreters ready for subint spawns in this process (0 disables the pool). The pool
+    starts filling at once; see `warm_pool_status()` and `wait_warm_pool_ready()`."""
+    global _pool, _pool_configured
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError(f'warm pool size must be a non-negative int, not {size!r}')
+    _pool_configured = True
+    if _pool is not None:
+        _pool.close(timeout=5.0)
+    _pool = _WarmPool(size) if size else None
+    if _pool is not None:
+        _register_pool_closer()
+        _pool.fill()
+
+
+def warm_pool_status() -> WarmPoolStatus:
+    """How many warm interpreters are ready now and how many are still warming (all zero without a pool)."""
+    return _pool.status() if _pool is not None else WarmPoolStatus(0, 0, 0)
+
+
+async def wait_warm_pool_ready(timeout: float = 60.0) -> None:
+    """Sleep until the warm pool is full and every interpreter in it is ready (a deferred refill is started).
+    Raises trio.TooSlowError after `timeout` seconds; returns at once without a pool."""
+    with trio.fail_after(timeout):
+        if _pool is not None:
+            await _pool.wait_ready()
+
+
+_closer_registered = False
+
+
+def _register_pool_closer() -> None:
+    """Close the pool at exit, before the driver's own exit hook (atexit runs the later-registered first):
+    idle pooled interpreters wait in os.read, which only EOF on their control socket ends."""
+    global _closer_registered
+    if not _closer_registered:
+        import atexit
+
+        from .. import _driver  # noqa: F401  (registers the driver's hook first)
+
+        atexit.register(close_warm_pool)
+        _closer_registered = True
+
+
+def close_warm_pool(timeout: float = 5.0) -> None:
+    """End every idle warm interpreter (joined within `timeout`) and drop the pool."""
+    global _pool
+    if _pool is not None:
+        _pool.close(timeout)
+        _pool = None
+
+
+def current_pool() -> _WarmPool | None:
+    """The pool spawns take from in this interpreter, created on first use in the root interpreter only
+    (nested actors spawn cold unless they call set_warm_pool_size)."""
+    from ._subint import current_interp_id
+
+    if _pool is None and not _pool_configured and DEFAULT_POOL_SIZE and current_interp_id() in (0, None):
+        set_warm_pool_size(DEFAULT_POOL_SIZE)
+    return _pool
