@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
@@ -166,14 +166,26 @@ def run_child_from_fd(
     fd: int, uid: tuple[str, str], method: str, interp_id: int | None = None, kill_fd: int | None = None
 ) -> int:
     """Run a child actor on the inherited socket `fd` until it is cancelled; its exit status."""
+    return run_child(serve_child, fd, uid, method, interp_id, kill_fd, interp_id=interp_id)
 
-    async def main() -> None:
-        if kill_fd is not None:
-            trio.lowlevel.spawn_system_task(_watch_kill_socket, kill_fd, trio.lowlevel.current_task())
-        await child_main(channel_from_fd(fd, label='parent'), uid, method, interp_id)
 
+async def serve_child(
+    fd: int, uid: tuple[str, str], method: str, interp_id: int | None = None, kill_fd: int | None = None
+) -> None:
+    """Serve as child actor `uid` over the inherited socket `fd` (in the task trio.run started); a byte on
+    `kill_fd`, when given, aborts every task at once."""
+    global _actor_name
+    _actor_name = uid[0]
+    if kill_fd is not None:
+        trio.lowlevel.spawn_system_task(_watch_kill_socket, kill_fd, trio.lowlevel.current_task())
+    await child_main(channel_from_fd(fd, label='parent'), uid, method, interp_id)
+
+
+def run_child(async_fn: Callable[..., Awaitable[None]], *args: object, interp_id: int | None) -> int:
+    """trio.run(async_fn, *args) as a child actor's whole life: its exit status (an injected interrupt is
+    130, sys.exit(n) in any task is n); in a subinterpreter, its other threads are retired afterwards."""
     try:
-        trio.run(main)
+        trio.run(async_fn, *args)
     except BaseException as exc:
         if _is_interrupt(exc):
             return 130  # hard-killed by an injected KeyboardInterrupt (or Ctrl-C in a process child)
@@ -183,7 +195,9 @@ def run_child_from_fd(
         # sys.exit() in any task ends the actor with that status, on every backend (a process child exits with
         # it; a subint child's interpreter ends with it). Its traceback is the failure detail the parent shows.
         code = _exit_status_of(leaving)
-        sys.stderr.write(f'actor {uid[0]!r} is exiting with status {code}: SystemExit raised in a task\n')
+        sys.stderr.write(
+            f'actor {_actor_name!r} is exiting with status {code}: SystemExit raised in a task\n'
+        )
         traceback.print_exception(leaving, file=sys.stderr)
         sys.stderr.flush()
         global last_exit_cause
@@ -194,6 +208,9 @@ def run_child_from_fd(
             retire_threads(Bounds.from_env().interrupt_join_timeout)
     return 0
 
+
+# The name of the actor this interpreter serves as (set once it knows: a pooled interpreter learns it late).
+_actor_name: str | None = None
 
 # The SystemExit that ended the last actor run in this interpreter (a subint child chains it to its own exit).
 last_exit_cause: SystemExit | None = None

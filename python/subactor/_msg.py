@@ -142,12 +142,17 @@ def _enc_hook(obj: Any) -> Any:
     raise NotImplementedError(f'cannot encode a value of type {type(obj).__qualname__!r}')
 
 
+# Decoding keeps no state between calls, so every channel shares one decoder (building one for the tagged
+# union costs ~0.1 ms, a visible share of a warm spawn).
+_DECODER = msgspec.msgpack.Decoder(Msg)
+
+
 class Codec:
     """Encodes and decodes `Msg`s; one per channel (msgspec encoders keep a reusable buffer)."""
 
     def __init__(self) -> None:
         self._enc = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
-        self._dec = msgspec.msgpack.Decoder(Msg)
+        self._dec = _DECODER
 
     def encode(self, msg: Msg) -> bytes:
         try:

@@ -174,6 +174,7 @@ class ActorNursery:
                     io.cancel_scope.cancel()
                 if spawn_error is None:
                     task_status.started(rec)
+                    child.spawn_complete()
                     with trio.CancelScope(shield=True):
                         rec.status = await child.wait()
                         chan.abort('child exited')

@@ -227,6 +227,21 @@ async def test_warm_pool_reports_readiness_and_refills_after_the_handshake(warm_
         await portal.cancel_actor()
 
 
+@actor_test
+async def test_a_ready_pool_holds_only_descriptors_the_leak_gate_accounts_for(warm_pool_size):
+    from subactor.devx import snapshot_resources
+
+    warm_pool_size(0)
+    before = snapshot_resources()
+    warm_pool_size(2)
+    await subactor.wait_warm_pool_ready(timeout=60)
+    after = snapshot_resources()
+    # Idle pooled interpreters sit in a running trio loop (epoll, wake-up sockets) on their control socket:
+    # all of it reported by the pool, none of it visible as a leak.
+    assert {fd: t for fd, t in after.fds.items() if before.fds.get(fd) != t} == {}
+    assert after.interpreters == before.interpreters
+
+
 def test_warm_pool_status_without_a_pool(warm_pool_size):
     warm_pool_size(0)
     assert subactor.warm_pool_status() == subactor.WarmPoolStatus(size=0, ready=0, warming=0)

@@ -52,6 +52,9 @@ class Child(abc.ABC):
     def after_handshake(self) -> None:
         """The child is up and talking; drop what the backend kept only for its start-up."""
 
+    def spawn_complete(self) -> None:
+        """Its portal has been handed to the caller: background work the spawn deferred may start now."""
+
     def cleanup(self) -> None:
         """Release the backend's resources once the child is gone."""
 

@@ -78,10 +78,10 @@ class SubintChild(Child):
         bounds: Bounds,
         child_sock: socket.socket,
         kill_socks: tuple[socket.socket, socket.socket],
-        on_handshake_done: Callable[[], None] | None = None,
+        on_spawn_complete: Callable[[], None] | None = None,
     ) -> None:
         self.handle = handle
-        self._on_handshake_done = on_handshake_done
+        self._on_spawn_complete = on_spawn_complete
         self._bounds = bounds
         self._child_sock = child_sock
         # The kill socketpair: we keep `_kill` and send kill bytes on it; the child works on a dup of
@@ -219,16 +219,15 @@ class SubintChild(Child):
     def after_handshake(self) -> None:
         self._child_sock.close()
         self._kill_child_end.close()
-        self._warm_handshake_done()
 
-    def _warm_handshake_done(self) -> None:
+    def spawn_complete(self) -> None:
         """Tell the warm pool (once) that this spawn no longer needs the GIL to itself: it may refill."""
-        done, self._on_handshake_done = self._on_handshake_done, None
+        done, self._on_spawn_complete = self._on_spawn_complete, None
         if done is not None:
             done()
 
     def cleanup(self) -> None:
-        self._warm_handshake_done()
+        self.spawn_complete()  # a spawn that failed counts as complete too
         self._child_sock.close()
         self._kill_child_end.close()
         self._kill.close()
@@ -267,8 +266,8 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
         kill_child_end.close()
         if pooled is not None:
             pooled.release(0.0)
-            pool.handshake_done()  # type: ignore[union-attr]
+            pool.spawn_complete()  # type: ignore[union-attr]
         raise
-    on_handshake_done = pool.handshake_done if pooled is not None else None  # type: ignore[union-attr]
-    child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end), on_handshake_done)
+    on_spawn_complete = pool.spawn_complete if pooled is not None else None  # type: ignore[union-attr]
+    child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end), on_spawn_complete)
     return child, channel_from_socket(parent_sock, label='child')

@@ -1,16 +1,17 @@
 # The subint warm pool: interpreters created, pre-imported and warmed up ahead of demand, one actor each.
 #
 # Design:
-# - A pooled interpreter imports the child runtime, runs one throw-away trio.run over the code paths of a
-#   handshake (so the first real one pays no first-use costs), then writes one readiness byte on its control
-#   socket and blocks (GIL released) reading its assignment from it: the fds of its actor's channel and kill
-#   socket, its name and uuid. EOF instead means the pool closed: it ends without serving.
-# - The parent learns readiness by reading that byte: without waiting (`status()`), with trio
+# - A pooled interpreter imports the child runtime and starts the trio.run its actor will use: it runs the code
+#   paths of a handshake once (so the real one pays no first-use costs), writes a readiness line on its control
+#   socket (naming the fds its waiting loop holds, for the leak gate) and sleeps in its loop (GIL released)
+#   until the assignment arrives there: the fds of its actor's channel and kill socket, its name and uuid.
+#   It then serves as that actor in the same trio.run. EOF instead means the pool closed: it ends unused.
+# - The parent learns readiness by reading that line: without waiting (`status()`), with trio
 #   (`wait_ready()`) or blocking (`settle()`, for code outside trio such as the leak gate). Nothing polls.
 # - Refill is deferred: taking an interpreter does not start its replacement, because a replacement's import
 #   (~150 ms of shared-GIL time) would compete with the very handshake the pool exists to speed up. The pool
-#   refills when the last warm spawn in flight has finished its handshake, or at once when a spawn finds it
-#   empty (that spawn is cold anyway). Spawning faster than the pool refills just means cold spawns.
+#   refills when the last warm spawn in flight has handed its portal to the caller, or at once when a spawn
+#   finds it empty (that spawn is cold anyway). Spawning faster than the pool refills just means cold spawns.
 # - Only the root interpreter keeps a pool by default; each pooled interpreter serves exactly one actor.
 from __future__ import annotations
 
@@ -53,29 +54,61 @@ _DISCARD_JOIN_TIMEOUT = 1.0
 
 
 def serve_pooled(control_fd: int) -> None:
-    """Warm up, say so, wait for the assignment, then serve as that actor (or end quietly if the pool closed)."""
+    """This interpreter's whole life in the pool: one trio.run that warms up, says so, waits for its
+    assignment and then serves as that actor (or ends quietly if the pool closed)."""
     try:
         warm_imports()
-        trio.run(_warm_up)
-        try:
-            os.write(control_fd, _READY)
-        except OSError:
-            return  # the pool closed while this interpreter warmed up
-        assignment = _read_assignment(control_fd)
-    finally:
+        from .. import _entry
+        from ._subint import current_interp_id
+    except BaseException:
         os.close(control_fd)
-    if assignment is not None:
-        from ._subint import child_bootstrap
-
-        child_bootstrap(*assignment)
+        raise
+    code = _entry.run_child(_pooled_main, control_fd, interp_id=current_interp_id())
+    if code:
+        raise SystemExit(code) from _entry.last_exit_cause
 
 
 def warm_imports() -> None:
     """What a pooled interpreter imports ahead of its assignment: the whole child runtime and the driver."""
+    import _interpreters  # noqa: F401  (what current_interp_id() reads)
+
     import msgspec  # noqa: F401
 
     from .. import _driver, _entry, _supervise  # noqa: F401
     from . import _subint  # noqa: F401
+
+
+async def _pooled_main(control_fd: int) -> None:
+    """Warm up, send the readiness line, sleep until the assignment (or EOF), then serve as that actor in this
+    same trio.run, so the assignment finds trio's loop already running."""
+    from .. import _entry
+    from ._subint import current_interp_id
+
+    try:
+        await _warm_up()
+        try:
+            os.write(control_fd, _READY + ','.join(map(str, _idle_loop_fds())).encode() + b'\n')
+        except OSError:
+            return  # the pool closed while this interpreter warmed up
+        assignment = await _read_assignment(control_fd)
+    finally:
+        os.close(control_fd)
+    if assignment is not None:
+        fd, name, uuid, kill_fd = assignment
+        await _entry.serve_child(fd, (name, uuid), 'subint', current_interp_id(), kill_fd)
+
+
+def _idle_loop_fds() -> list[int]:
+    """The descriptors this interpreter's running trio loop holds while it waits (its epoll and its two wake-up
+    socketpairs), for the parent's leak accounting. Read from trio's internals; none if they changed shape
+    (the leak gate then reports them, which is how we would learn)."""
+    try:
+        runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
+        io = runner.io_manager
+        pairs = (runner.entry_queue.wakeup, io._force_wakeup)
+        return [io._epoll.fileno()] + [s.fileno() for p in pairs for s in (p.wakeup_sock, p.write_sock)]
+    except AttributeError:
+        return []
 
 
 async def _warm_up() -> None:
@@ -106,10 +139,12 @@ async def _warm_up() -> None:
         await far.aclose()
 
 
-def _read_assignment(control_fd: int) -> tuple[int, str, str, int] | None:
-    """Block (GIL released) until the parent assigns this interpreter; None when the pool closes instead."""
+async def _read_assignment(control_fd: int) -> tuple[int, str, str, int] | None:
+    """Sleep until the parent assigns this interpreter: (channel fd, name, uuid, kill fd), both fds our own
+    dups; None when the pool closes instead."""
     data = b''
     while not data.endswith(b'\n'):
+        await trio.lowlevel.wait_readable(control_fd)
         chunk = os.read(control_fd, 4096)
         if not chunk:
             return None
@@ -134,27 +169,34 @@ class WarmPoolStatus:
 class _Pooled:
     """One idle pooled interpreter: its driver handle and our end of its control socket."""
 
-    __slots__ = ('child_control_fd', 'control', 'handle', 'ready')
+    __slots__ = ('_line', 'child_control_fd', 'control', 'handle', 'loop_fds', 'ready')
 
     def __init__(self, handle: Any, control: socket.socket, child_control_fd: int) -> None:
         self.handle = handle
         self.control = control
         self.child_control_fd = child_control_fd
         self.ready = False
+        self.loop_fds: tuple[int, ...] = ()  # what its waiting trio loop holds (from its readiness line)
+        self._line = b''
 
     def check_ready(self) -> bool | None:
-        """Read the readiness byte if it is there: True (ready), False (not yet), None (it ended instead)."""
-        if self.ready:
-            return True
-        try:
-            data = self.control.recv(1, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return None
-        if data != _READY:
-            return None
-        self.ready = True
+        """Read its readiness line if it is there: True (ready), False (not yet), None (it ended instead)."""
+        while not self.ready:
+            try:
+                data = self.control.recv(64, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            except OSError:
+                return None
+            if not data:
+                return None
+            self._line += data
+            if self._line.endswith(b'\n'):
+                if not self._line.startswith(_READY):
+                    return None
+                fds = self._line[len(_READY) : -1].decode()
+                self.loop_fds = tuple(int(fd) for fd in fds.split(',') if fd)
+                self.ready = True
         return True
 
     async def wait_ready(self) -> bool:
@@ -182,7 +224,7 @@ class _WarmPool:
     def __init__(self, size: int) -> None:
         self.size = size
         self._idle: collections.deque[_Pooled] = collections.deque()
-        self._in_flight = 0  # warm spawns taken and not yet through their handshake
+        self._in_flight = 0  # warm spawns taken whose portal is not yet with the caller
 
     def fill(self) -> None:
         from .. import _driver
@@ -227,8 +269,8 @@ class _WarmPool:
         self.fill()
         return None
 
-    def handshake_done(self) -> None:
-        """A warm spawn finished its handshake (or failed): refill once none is in flight."""
+    def spawn_complete(self) -> None:
+        """A warm spawn handed its portal to the caller (or failed): refill once none is in flight."""
         self._in_flight -= 1
         if self._in_flight == 0:
             self.fill()
@@ -258,10 +300,11 @@ class _WarmPool:
             select.select([e.control for e in warming], [], [], left)
 
     def held_fds(self) -> set[int]:
-        """Descriptors the idle interpreters hold in this process (both control ends, the exit fds)."""
+        """Descriptors the idle interpreters hold in this process (both control ends, the exit fds, and the
+        epoll and wake-up sockets of each ready one's waiting trio loop)."""
         fds = set()
         for entry in self._idle:
-            fds.update((entry.control.fileno(), entry.child_control_fd))
+            fds.update((entry.control.fileno(), entry.child_control_fd, *entry.loop_fds))
             try:
                 fds.add(entry.handle.exit_fd)
             except RuntimeError:  # closed meanwhile
