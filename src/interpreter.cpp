@@ -1,4 +1,5 @@
-// The interpreter handle's worker thread (create, run, wait for threads, end) and its interrupt recipe.
+// The interpreter handle's worker thread (create, run, wait for threads, atexit, done, end) and its interrupt
+// recipe.
 //
 // Compiled with Py_BUILD_CORE_MODULE (CMakeLists.txt) for the exported-but-internal running-main marks.
 #include "interpreter.hpp"
@@ -38,6 +39,26 @@ for stream in (sys.stdout, sys.stderr):
     except Exception:
         pass
 )";
+
+// Runs after every other thread is gone, inside the interpreter, in a scratch namespace: the interpreter's
+// Python atexit callbacks, while it is still the actor's (CPython's own order too: threads, then atexit).
+// _run_exitfuncs() reports a failing callback as unraisable, goes on, and clears the list afterwards, so
+// Py_EndInterpreter finds nothing left to run (C-level PyUnstable_AtExit callbacks stay with it).
+constexpr char kAtexit[] = R"(
+import atexit, sys
+atexit._run_exitfuncs()
+for stream in (sys.stdout, sys.stderr):
+    try:
+        stream.flush()
+    except Exception:
+        pass
+)";
+
+// Makes an eventfd readable (the counter goes from 0 to 1; nobody reads it back).
+void Signal(int fd) {
+  const uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = ::write(fd, &one, sizeof one);
+}
 
 std::string Utf8(PyObject* obj, const char* fallback) {
   if (obj != nullptr) {
@@ -130,6 +151,8 @@ const char* StateName(State state) {
       return "starting";
     case State::kRunning:
       return "running";
+    case State::kEnding:
+      return "ending";
     case State::kFinished:
       return "finished";
     case State::kAbandoned:
@@ -156,8 +179,10 @@ Interpreter::Interpreter(std::string code, std::string name, int64_t parent_id)
 
 std::shared_ptr<Interpreter> Interpreter::Spawn(std::string code, std::string name, int64_t parent_id) {
   std::shared_ptr<Interpreter> handle(new Interpreter(std::move(code), std::move(name), parent_id));
-  handle->exit_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (handle->exit_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  for (int* fd : {&handle->done_fd_, &handle->exit_fd_}) {
+    *fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (*fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");  // ~Interpreter closes
+  }
   Registry::Get().Add(handle);
   std::lock_guard reap(handle->reap_mu_);
   try {
@@ -180,7 +205,9 @@ Interpreter::~Interpreter() {
       thread_.join();
     }
   }
-  if (exit_fd_ >= 0) ::close(exit_fd_);
+  for (int fd : {done_fd_, exit_fd_}) {
+    if (fd >= 0) ::close(fd);
+  }
 }
 
 std::string Interpreter::Label() const {
@@ -191,7 +218,7 @@ std::string Interpreter::Label() const {
 
 Snapshot Interpreter::Snap() const {
   std::lock_guard lock(mu_);
-  const auto end = done_ ? finished_at_ : std::chrono::steady_clock::now();
+  const auto end = finished_ ? finished_at_ : std::chrono::steady_clock::now();
   return Snapshot{name_,      id_,    native_tid_,
                   parent_id_, state_, std::chrono::duration<double>(end - started_).count()};
 }
@@ -213,14 +240,25 @@ bool Interpreter::closed() const {
 
 int Interpreter::exit_fd() const {
   std::lock_guard lock(mu_);
-  return exit_fd_;
+  return closed_ ? -1 : exit_fd_;
+}
+
+int Interpreter::done_fd() const {
+  std::lock_guard lock(mu_);
+  return closed_ ? -1 : done_fd_;
+}
+
+bool Interpreter::WaitDone(double timeout) {
+  std::unique_lock lock(mu_);
+  const auto wait = std::chrono::duration<double>(std::clamp(timeout, 0.0, 1e7));
+  return cv_.wait_for(lock, wait, [this] { return done_; });
 }
 
 bool Interpreter::Join(double timeout) {
   {
     std::unique_lock lock(mu_);
     const auto wait = std::chrono::duration<double>(std::clamp(timeout, 0.0, 1e7));
-    if (!done_cv_.wait_for(lock, wait, [this] { return done_; })) return false;
+    if (!cv_.wait_for(lock, wait, [this] { return finished_; })) return false;
   }
   // The worker's last step was signalling done: reaping its OS thread takes microseconds.
   std::lock_guard reap(reap_mu_);
@@ -230,22 +268,28 @@ bool Interpreter::Join(double timeout) {
 
 bool Interpreter::Abandon() {
   std::lock_guard lock(mu_);
-  if (done_) return false;
+  if (finished_) return false;
   state_ = State::kAbandoned;
   return true;
 }
 
 bool Interpreter::Close() {
-  bool done = false;
+  bool finished = false;
   {
     std::lock_guard lock(mu_);
     if (!done_ && state_ != State::kAbandoned) return false;
-    if (exit_fd_ >= 0) ::close(exit_fd_);
-    exit_fd_ = -1;
     closed_ = true;
-    done = done_;
+    finished = finished_;
+    // Ending (not abandoned): the worker closes both fds when it finishes. Finished or abandoned (a stuck
+    // worker may never finish): close them now; the worker never writes a descriptor once closed_.
+    if (finished || state_ == State::kAbandoned) {
+      for (int* fd : {&done_fd_, &exit_fd_}) {
+        if (*fd >= 0) ::close(*fd);
+        *fd = -1;
+      }
+    }
   }
-  if (done) Join(0);
+  if (finished) Join(0);
   return true;
 }
 
@@ -254,7 +298,7 @@ bool Interpreter::Interrupt(PyObject* exc, bool all_threads) {
   unsigned long main_ident = 0;
   {
     std::lock_guard lock(mu_);
-    if (done_ || ending_) return false;
+    if (finished_ || ending_) return false;
     if (interp_ == nullptr) {  // still starting: the worker raises it instead of running the bootstrap
       pending_exc_ = exc;
       return true;
@@ -309,7 +353,8 @@ void Interpreter::Run() {
     Outcome failed;
     failed.exc_type = "InterpreterError";
     failed.exc_message = status.err_msg ? status.err_msg : "cannot create the interpreter";
-    Finish(std::move(failed));
+    MarkDone(std::move(failed));
+    Finish();
     return;
   }
   // From here on this thread holds the GIL with the new interpreter's thread state current.
@@ -333,16 +378,16 @@ void Interpreter::Run() {
   }
   CaptureRaised(outcome);
   WaitForOtherThreads();
-  {
-    std::lock_guard lock(mu_);
-    ending_ = true;  // with the GIL held: no Interrupt() is inside this interpreter now, none will enter
-  }
+  RunAtexitCallbacks();
+  WaitForOtherThreadStates();  // a callback may have started a thread
+  // With the GIL held: no Interrupt() is inside this interpreter now, and none will enter (ending_).
+  MarkDone(std::move(outcome));
   PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), nullptr);  // drop a late interrupt
   PyErr_Clear();
   _PyInterpreterState_SetNotRunningMain(interp);
   Py_EndInterpreter(tstate);  // returns with no thread state and the GIL released
   Registry::Get().SetLabel(id, "");
-  Finish(std::move(outcome));
+  Finish();
 }
 
 void Interpreter::WaitForOtherThreads() {
@@ -356,6 +401,10 @@ void Interpreter::WaitForOtherThreads() {
     }
     PyErr_Clear();
   }
+  WaitForOtherThreadStates();
+}
+
+void Interpreter::WaitForOtherThreadStates() {
   // Threads that threading does not know about (_thread.start_new_thread, C threads): poll the thread
   // states, with the GIL released between looks. Our own interrupts create and delete their temporary
   // thread state under one GIL hold, so they are never seen here.
@@ -374,19 +423,46 @@ void Interpreter::WaitForOtherThreads() {
   }
 }
 
-void Interpreter::Finish(Outcome outcome) {
-  Registry::Get().Remove(this);  // before done_: join() returning true implies live_count() excludes us
+void Interpreter::RunAtexitCallbacks() {
+  // As in WaitForOtherThreads: an interrupt landing outside a callback (a callback's own exception is
+  // reported by atexit and the next one runs) breaks the snippet: run it again, the list is cleared after
+  // the last callback ran, so none runs twice.
+  for (;;) {
+    if (Exec(kAtexit, "<subactor atexit>", /*in_main=*/false)) break;
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+      PyErr_FormatUnraisable("Exception ignored while running the atexit callbacks of %s", name_.c_str());
+      break;
+    }
+    PyErr_Clear();
+  }
+}
+
+void Interpreter::MarkDone(Outcome outcome) {
   std::lock_guard lock(mu_);
   outcome_ = std::move(outcome);
-  state_ = State::kFinished;
   done_ = true;
+  ending_ = true;
   interp_ = nullptr;
+  state_ = State::kEnding;  // an abandoned worker that got out of its C call after all is ending too
+  if (!closed_ && done_fd_ >= 0) Signal(done_fd_);
+  cv_.notify_all();
+}
+
+void Interpreter::Finish() {
+  Registry::Get().Remove(this);  // before finished_: join() returning true implies live_count() excludes us
+  std::lock_guard lock(mu_);
+  state_ = State::kFinished;
+  finished_ = true;
   finished_at_ = std::chrono::steady_clock::now();
-  if (!closed_ && exit_fd_ >= 0) {
-    const uint64_t one = 1;
-    [[maybe_unused]] const ssize_t n = ::write(exit_fd_, &one, sizeof one);
+  if (closed_) {  // closed while ending: the fds were left to us (or already closed if it was abandoned)
+    for (int* fd : {&done_fd_, &exit_fd_}) {
+      if (*fd >= 0) ::close(*fd);
+      *fd = -1;
+    }
+  } else if (exit_fd_ >= 0) {
+    Signal(exit_fd_);
   }
-  done_cv_.notify_all();
+  cv_.notify_all();
 }
 
 }  // namespace subactor

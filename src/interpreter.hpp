@@ -14,7 +14,9 @@
 
 namespace subactor {
 
-enum class State { kStarting, kRunning, kFinished, kAbandoned };
+// starting -> running -> ending -> finished; abandoned: given up on before finishing (it may still end
+// later).
+enum class State { kStarting, kRunning, kEnding, kFinished, kAbandoned };
 
 const char* StateName(State state);
 
@@ -41,22 +43,29 @@ struct Snapshot {
 // - The worker thread creates, runs and ends the interpreter. Nothing else ever ends it, because ending an
 //   interpreter while another thread still executes in it crashes (measured: 1 run in 15 segfaults).
 // - After the bootstrap returns, the worker waits for EVERY other thread of the interpreter to be gone
-//   (non-daemon threads via threading._shutdown, then daemon and raw _thread threads) before
-//   Py_EndInterpreter. There is no bound: a daemon thread stuck in C keeps the handle "running"; the parent
-//   sees that through its bounded join(), can interrupt() (which reaches every thread of the interpreter)
-//   and finally abandon() it.
+//   (non-daemon threads via threading._shutdown, then daemon and raw _thread threads). There is no bound: a
+//   daemon thread stuck in C keeps the handle "running"; the parent sees that through its bounded join() or
+//   wait_done(), can interrupt() (which reaches every thread of the interpreter) and finally abandon() it.
+// - Two milestones, two eventfds (conc-anal/subint-finalization-off-the-teardown-path.md). "Done": the
+//   bootstrap returned, the threads are gone and the worker ran the interpreter's Python atexit callbacks
+//   itself (atexit._run_exitfuncs() clears them, so Py_EndInterpreter does not run them again): the outcome
+//   is recorded, done_fd is written and the state is "ending". "Finished": Py_EndInterpreter (tens of ms of
+//   module teardown and GC under the shared GIL) has returned: state "finished", exit_fd written, the
+//   handle leaves the registry. An actor is over at done; only its interpreter's memory is left to free.
 // - Locks: mu_ is a leaf lock. Never acquire the GIL while holding mu_ (the worker takes mu_ while holding
-//   the GIL). The worker sets ending_ under the GIL before Py_EndInterpreter; Interrupt() reads it under
-//   the GIL, so an interrupt never touches an interpreter that is being torn down.
-// - exit_fd is an eventfd written once when the worker is done (state finished); nobody reads it, so it
-//   stays readable until Close(). Writes and the close happen under mu_, so a late worker never writes to a
-//   closed (or reused) descriptor.
+//   the GIL). The worker sets ending_ (at done) under the GIL, and runs no Python code of the interpreter
+//   after it; Interrupt() reads it under the GIL, so an interrupt never touches an interpreter that is being
+//   torn down, and an ending interpreter refuses interrupts.
+// - done_fd and exit_fd are eventfds, each written once (under mu_, never once closed_); nobody reads them,
+//   so they stay readable. Close() of a finished or abandoned handle closes both at once, under mu_. Close()
+//   of an ending handle only marks it closed: the worker closes both fds itself when it finishes (and writes
+//   neither), so no descriptor is written after close and no number is reused while the interpreter lives.
 //
 // Typical usage:
 //   auto interp = Interpreter::Spawn("import mod; mod.main()", "worker-1", /*parent_id=*/0);
-//   if (!interp->Join(5.0)) { /* with the GIL: */ interp->Interrupt(PyExc_KeyboardInterrupt, true); }
-//   if (!interp->Join(1.0)) interp->Abandon();
-//   interp->Close();
+//   if (!interp->WaitDone(5.0)) { /* with the GIL: */ interp->Interrupt(PyExc_KeyboardInterrupt, true); }
+//   if (!interp->WaitDone(1.0)) interp->Abandon();
+//   interp->Close();  // fine while it is still ending: it releases the fds when it finishes
 class Interpreter : public std::enable_shared_from_this<Interpreter> {
  public:
   // Starts the worker thread at once; the handle is "starting" until the interpreter exists.
@@ -71,13 +80,19 @@ class Interpreter : public std::enable_shared_from_this<Interpreter> {
   std::string Label() const;
   Snapshot Snap() const;
   State state() const;
-  std::optional<Outcome> outcome() const;
+  std::optional<Outcome> outcome() const;  // set from done on
   bool closed() const;
   int exit_fd() const;  // -1 once closed
+  int done_fd() const;  // -1 once closed
 
   // Waits up to timeout seconds for the worker to finish, then reaps its OS thread. Returns whether it
-  // finished; idempotent once true. Call WITHOUT the GIL (the worker needs it to finish).
+  // finished; idempotent once true. Works on a closed handle too. Call WITHOUT the GIL (the worker needs it
+  // to finish).
   bool Join(double timeout);
+
+  // Waits up to timeout seconds for the interpreter to be done (ending or finished: the outcome is set).
+  // Call WITHOUT the GIL.
+  bool WaitDone(double timeout);
 
   // Raises exc (a static builtin exception type) in the interpreter's main thread and, with all_threads,
   // in every other thread of it. A still-starting interpreter raises it as soon as it starts. Returns
@@ -88,15 +103,18 @@ class Interpreter : public std::enable_shared_from_this<Interpreter> {
   // if it had already finished.
   bool Abandon();
 
-  // Releases exit_fd. Returns false (and does nothing) unless finished or abandoned.
+  // Releases done_fd and exit_fd: at once when finished or abandoned; when ending, the worker closes them
+  // as it finishes. Returns false (and does nothing) while starting or running. Idempotent.
   bool Close();
 
  private:
   Interpreter(std::string code, std::string name, int64_t parent_id);
   void Run();
-  void RunBootstrap(Outcome& outcome);
   void WaitForOtherThreads();
-  void Finish(Outcome outcome);
+  void WaitForOtherThreadStates();
+  void RunAtexitCallbacks();
+  void MarkDone(Outcome outcome);
+  void Finish();
 
   const std::string code_;
   const std::string name_;
@@ -104,13 +122,15 @@ class Interpreter : public std::enable_shared_from_this<Interpreter> {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   mutable std::mutex mu_;
-  std::condition_variable done_cv_;
+  std::condition_variable cv_;                         // done_ or finished_ became true
   State state_ = State::kStarting;                     // GUARDED_BY(mu_)
-  bool done_ = false;                                  // GUARDED_BY(mu_): worker past its last step
+  bool done_ = false;                                  // GUARDED_BY(mu_): outcome recorded, done_fd written
+  bool finished_ = false;                              // GUARDED_BY(mu_): worker past its last step
   bool ending_ = false;                                // GUARDED_BY(mu_), written with the GIL held
   bool closed_ = false;                                // GUARDED_BY(mu_)
+  int done_fd_ = -1;                                   // GUARDED_BY(mu_)
   int exit_fd_ = -1;                                   // GUARDED_BY(mu_)
-  std::optional<Outcome> outcome_;                     // GUARDED_BY(mu_)
+  std::optional<Outcome> outcome_;                     // GUARDED_BY(mu_): set when done_
   std::optional<int64_t> id_;                          // GUARDED_BY(mu_)
   std::optional<uint64_t> native_tid_;                 // GUARDED_BY(mu_)
   unsigned long py_thread_ident_ = 0;                  // GUARDED_BY(mu_): PyThread_get_thread_ident()

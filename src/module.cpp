@@ -118,22 +118,35 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
       .def_property_readonly("thread_id", [](const Interpreter& self) { return self.Snap().thread_id; })
       .def_property_readonly("state",
                              [](const Interpreter& self) { return subactor::StateName(self.state()); })
-      .def_property_readonly("outcome", &Interpreter::outcome)
+      .def_property_readonly("outcome", &Interpreter::outcome, "How the bootstrap ended; None until done")
       .def_property_readonly("running_for", [](const Interpreter& self) { return self.Snap().running_for; })
-      .def_property_readonly("exit_fd",
-                             [](const Interpreter& self) {
-                               CheckOpen(self);
-                               return self.exit_fd();
-                             })
+      .def_property_readonly(
+          "done_fd",
+          [](const Interpreter& self) {
+            CheckOpen(self);
+            return self.done_fd();
+          },
+          "An eventfd that becomes (and stays) readable once the interpreter is done: its bootstrap "
+          "returned, "
+          "its threads are gone, its atexit callbacks ran, `outcome` is set. It may still be 'ending' "
+          "(finalizing) then")
+      .def_property_readonly(
+          "exit_fd",
+          [](const Interpreter& self) {
+            CheckOpen(self);
+            return self.exit_fd();
+          },
+          "An eventfd that becomes (and stays) readable once the thread is finished: the interpreter is gone")
       .def(
           "join",
           [](Interpreter& self, double timeout) {
             CheckSeconds(timeout, "timeout");
-            CheckOpen(self);
             GilRelease release;
             return self.Join(timeout);
           },
-          py::arg("timeout"), "Wait up to timeout seconds for the thread to finish; True if it did")
+          py::arg("timeout"),
+          "Wait up to timeout seconds for the thread to finish; True if it did. Works after close() too (a "
+          "handle closed while ending finishes later)")
       .def(
           "interrupt",
           [](Interpreter& self, const py::object& exc, bool all_threads) {
@@ -155,7 +168,8 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
           [](Interpreter& self) {
             if (!self.Close()) throw std::runtime_error("cannot close " + self.Label() + " (still running)");
           },
-          "Release exit_fd; only once finished or abandoned")
+          "Release done_fd and exit_fd; only once done (ending: they are closed when it finishes) or "
+          "abandoned")
       .def("__repr__", [](const Interpreter& self) {
         const Snapshot s = self.Snap();
         return "<Interpreter " + (s.id ? std::to_string(*s.id) : std::string("?")) + " '" + s.name + "' " +
@@ -178,13 +192,16 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
   m.def("live_count", [] { return subactor::Registry::Get().LiveCount(); });
   m.def(
       "shutdown",
-      [](double timeout, std::optional<int64_t> spawned_by) {
+      [](double timeout, std::optional<int64_t> spawned_by, std::optional<double> finalize_timeout) {
         CheckSeconds(timeout, "timeout");
-        return SnapshotList(subactor::Shutdown(timeout, spawned_by));
+        if (finalize_timeout) CheckSeconds(*finalize_timeout, "finalize_timeout");
+        return SnapshotList(subactor::Shutdown(timeout, spawned_by, finalize_timeout));
       },
       py::arg("timeout"), py::kw_only(), py::arg("spawned_by") = py::none(),
-      "Interrupt every live interpreter (or those spawned by one interpreter), join them within one "
-      "timeout, abandon and return the ones still running");
+      py::arg("finalize_timeout") = subactor::kDefaultFinalizeTimeout,
+      "Interrupt every live interpreter (or those spawned by one interpreter), wait up to timeout for them "
+      "to be done and abandon the rest; then wait up to finalize_timeout (None: not at all) for the done "
+      "ones to finish ending. Returns the abandoned ones and those still ending");
   m.def(
       "interrupt_after",
       [](std::shared_ptr<Interpreter> handle, double seconds, const py::object& exc) {

@@ -61,17 +61,30 @@ std::vector<std::shared_ptr<Interpreter>> Registry::LiveChildren(std::optional<i
   return out;
 }
 
-std::vector<Snapshot> Shutdown(double timeout, std::optional<int64_t> parent_id) {
+std::vector<Snapshot> Shutdown(double timeout, std::optional<int64_t> parent_id,
+                               std::optional<double> finalize_timeout) {
+  using Clock = std::chrono::steady_clock;
+  const auto left = [](auto deadline) {
+    return std::max(0.0, std::chrono::duration<double>(deadline - Clock::now()).count());
+  };
   auto handles = Registry::Get().LiveChildren(parent_id);
   for (const auto& handle : handles) handle->Interrupt(PyExc_KeyboardInterrupt, /*all_threads=*/true);
   std::vector<Snapshot> stuck;
   Py_BEGIN_ALLOW_THREADS;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout);
+  std::vector<std::shared_ptr<Interpreter>> ending;
   for (const auto& handle : handles) {
-    const std::chrono::duration<double> left = deadline - std::chrono::steady_clock::now();
-    if (!handle->Join(std::max(0.0, left.count()))) {
+    if (handle->WaitDone(left(deadline))) {
+      ending.push_back(handle);
+    } else {
       handle->Abandon();
       stuck.push_back(handle->Snap());
+    }
+  }
+  if (finalize_timeout) {
+    const auto finalize_deadline = Clock::now() + std::chrono::duration<double>(*finalize_timeout);
+    for (const auto& handle : ending) {
+      if (!handle->Join(left(finalize_deadline))) stuck.push_back(handle->Snap());
     }
   }
   Py_END_ALLOW_THREADS;

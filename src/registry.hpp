@@ -11,9 +11,9 @@
 
 namespace subactor {
 
-// Holds a handle from Spawn until its worker is done: "live" means the worker thread has not finished
-// (starting, running, or abandoned). The extension module is loaded once per process, so handles spawned
-// from inside subinterpreters land here too.
+// Holds a handle from Spawn until its worker is finished: "live" means the worker thread has not finished
+// (starting, running, ending, or abandoned). The extension module is loaded once per process, so handles
+// spawned from inside subinterpreters land here too.
 //
 // Typical usage:
 //   for (const Snapshot& s : Registry::Get().LiveSnapshots()) ...
@@ -44,9 +44,19 @@ class Registry {
   std::map<int64_t, std::string> labels_;           // GUARDED_BY(mu_)
 };
 
-// shutdown(): interrupts every live handle (of parent_id, or all), joins each within one shared deadline,
-// abandons the ones still running and returns their snapshots. Call WITH the GIL; it is released while
-// joining.
-std::vector<Snapshot> Shutdown(double timeout, std::optional<int64_t> parent_id);
+// How long Shutdown gives interpreters that are done to finish ending, unless told otherwise. Generous:
+// finalization takes tens of ms per interpreter, and N of them take turns on the shared GIL.
+inline constexpr double kDefaultFinalizeTimeout = 30.0;
+
+// shutdown(): interrupts every live handle (of parent_id, or all) and waits, within one shared deadline of
+// `timeout` seconds, for each to be done; abandons the ones that are not. Then, unless finalize_timeout is
+// nullopt, waits within a second shared deadline of `finalize_timeout` seconds for the done ones to finish
+// ending (Py_EndInterpreter: each one's own finalization, serialized on the GIL, so it gets its own bound
+// rather than a share of `timeout`). Returns the snapshots of the abandoned ones (state "abandoned") and of
+// those still ending after the second deadline (state "ending": reported, not abandoned; they are no
+// actor's any more). nullopt leaves ending interpreters alone: they finish on their own threads. Call WITH
+// the GIL; it is released while waiting.
+std::vector<Snapshot> Shutdown(double timeout, std::optional<int64_t> parent_id,
+                               std::optional<double> finalize_timeout = kDefaultFinalizeTimeout);
 
 }  // namespace subactor

@@ -32,8 +32,10 @@ Design:
   idle workers in trio's thread cache (reused, they end after 10 idle seconds), the subint warm pool's idle
   interpreters and their control sockets, multiprocessing's resource tracker and fork server pipes, and the
   driver's io thread (started before the first snapshot). Threads and interpreters ending late (a child
-  actor's thread that is between "exited" and "gone") get `settle` seconds to go before they count, and
-  so does a warm pool still refilling (an interpreter warming up has files and sockets open for a while).
+  actor's thread that is between "exited" and "gone"; a subint actor's interpreter, which is still 'ending',
+  i.e. being finalized, for tens of ms after its actor is done, and holds its done and exit fds until it
+  finishes) get `settle` seconds to go before they count, and so does a warm pool still refilling (an
+  interpreter warming up has files and sockets open for a while).
 - Dumps from outside: `python -m subactor.devx dump PID` reads a dump from a process that called
   `serve_dumps()` (opt-in). Asking a process for a dump needs code in it that runs on demand: a Python
   signal handler is starved exactly like SIGINT, and a signalfd needs the signal blocked in every thread, which
@@ -269,7 +271,13 @@ def _warm_pool() -> tuple[list[Any], set[int]]:
     pool = getattr(sys.modules.get('subactor._spawn._warm_pool'), '_pool', None)
     if pool is None:
         return [], set()
-    return pool.handles(), pool.held_fds()
+    handles, fds = pool.handles(), set(pool.held_fds())
+    for handle in handles:  # each handle's done fd too (held_fds() names the exit fd)
+        try:
+            fds.add(handle.done_fd)
+        except RuntimeError:  # closed meanwhile
+            pass
+    return handles, fds
 
 
 def _settle_warm_pool(timeout: float) -> bool:

@@ -1,10 +1,11 @@
-// GoogleTest for the interpreter handle: lifecycle, outcomes, concurrency, interrupt, abandon, exit fd,
-// dumps.
+// GoogleTest for the interpreter handle: lifecycle, outcomes, concurrency, interrupt, abandon, done and
+// exit fds, ending, shutdown, dumps.
 #include "interpreter.hpp"
 
 #include <poll.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -23,6 +24,30 @@ std::string Fmt(const std::string& code, int fd) {
   for (size_t at; (at = out.find("{fd}")) != std::string::npos;) out.replace(at, 4, std::to_string(fd));
   return out;
 }
+
+bool Readable(int fd, int timeout_ms = 0) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, timeout_ms) == 1;
+}
+
+// The eventfds open in this process (the handles' done and exit fds, the io loop's own).
+int EventFdCount() {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    if (std::filesystem::read_symlink(entry.path(), error).string() == "anon_inode:[eventfd]") ++n;
+  }
+  return n;
+}
+
+// An interpreter whose finalization (Py_EndInterpreter clearing __main__) blocks until a byte arrives on
+// {fd}: it stays "ending" for as long as the test wants. Prefix it to a bootstrap.
+constexpr char kBlockFinalization[] =
+    "import os\n"
+    "class BlockFinalization:\n"
+    "    def __del__(self, _read=os.read):\n"
+    "        _read({fd}, 1)\n"
+    "blocker = BlockFinalization()\n";
 
 TEST_F(DriverTest, CreatesRunsAndEnds) {
   auto interp = Interpreter::Spawn("x = sum(range(10))\nassert x == 45\n", "basic", 0);
@@ -227,6 +252,116 @@ TEST_F(DriverTest, ExitFdBecomesReadableExactlyOnce) {
   EXPECT_EQ(count, 1u) << "written exactly once";
   EXPECT_TRUE(interp->Close());
   EXPECT_EQ(interp->exit_fd(), -1);
+}
+
+// conc-anal/subint-finalization-off-the-teardown-path.md: done (the actor is over) comes before finished.
+TEST_F(DriverTest, DoneFdBecomesReadableBeforeExitFd) {
+  Pipe finalize;
+  auto interp = Interpreter::Spawn(Fmt(kBlockFinalization, finalize.r()), "ending", 0);
+  ASSERT_TRUE(Readable(interp->done_fd(), 10000));
+  EXPECT_TRUE(interp->WaitDone(0));
+  EXPECT_FALSE(Readable(interp->exit_fd())) << "finalization is blocked: not finished";
+  EXPECT_EQ(interp->state(), State::kEnding);
+  EXPECT_FALSE(interp->Join(0.05));
+  auto live = Registry::Get().LiveSnapshots();
+  ASSERT_EQ(live.size(), 1u) << "an ending interpreter is still live";
+  EXPECT_EQ(live[0].state, State::kEnding);
+  EXPECT_STREQ(StateName(live[0].state), "ending");
+  {
+    Gil gil;
+    EXPECT_FALSE(interp->Interrupt(PyExc_KeyboardInterrupt, true))
+        << "an ending interpreter is not interrupted";
+  }
+  finalize.Send();
+  ASSERT_TRUE(Readable(interp->exit_fd(), 10000));
+  EXPECT_TRUE(interp->Join(0));
+  EXPECT_EQ(interp->state(), State::kFinished);
+  EXPECT_TRUE(Readable(interp->done_fd())) << "done_fd stays readable";
+  EXPECT_TRUE(interp->Close());
+  EXPECT_EQ(interp->done_fd(), -1);
+}
+
+TEST_F(DriverTest, OutcomeIsAvailableAtDoneTime) {
+  Pipe finalize;
+  auto interp =
+      Interpreter::Spawn(Fmt(kBlockFinalization, finalize.r()) + "import sys\nsys.exit(3)\n", "exit3", 0);
+  ASSERT_TRUE(interp->WaitDone(10));
+  const auto outcome = interp->outcome();
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_EQ(interp->state(), State::kEnding);
+  EXPECT_FALSE(outcome->ok);
+  EXPECT_EQ(outcome->exit_code, 3);
+  EXPECT_EQ(outcome->exc_type, "SystemExit");
+  finalize.Send();
+  ASSERT_TRUE(interp->Join(10));
+  EXPECT_EQ(interp->outcome()->exit_code, 3) << "finishing does not change the outcome";
+}
+
+TEST_F(DriverTest, CloseWhileEndingReleasesTheFdsWhenFinished) {
+  const int eventfds = EventFdCount();
+  Pipe finalize;
+  auto interp = Interpreter::Spawn(Fmt(kBlockFinalization, finalize.r()), "closed-ending", 0);
+  EXPECT_EQ(EventFdCount(), eventfds + 2) << "done_fd and exit_fd";
+  ASSERT_TRUE(interp->WaitDone(10));
+  ASSERT_EQ(interp->state(), State::kEnding);
+  EXPECT_TRUE(interp->Close()) << "closing an ending handle does not fail";
+  EXPECT_TRUE(interp->closed());
+  EXPECT_EQ(interp->done_fd(), -1);
+  EXPECT_EQ(interp->exit_fd(), -1);
+  EXPECT_TRUE(interp->Close()) << "idempotent";
+  EXPECT_EQ(EventFdCount(), eventfds + 2) << "still open: the worker closes them when it finishes";
+  finalize.Send();
+  ASSERT_TRUE(interp->Join(10)) << "join works on a closed handle";
+  EXPECT_EQ(interp->state(), State::kFinished);
+  EXPECT_EQ(EventFdCount(), eventfds) << "the worker closed both fds (and wrote neither after close)";
+  EXPECT_TRUE(interp->outcome()->ok);
+}
+
+TEST_F(DriverTest, AtexitCallbacksRunOnceBeforeDone) {
+  Pipe calls;
+  Pipe finalize;
+  auto interp = Interpreter::Spawn(Fmt(kBlockFinalization, finalize.r()) +
+                                       Fmt("import atexit\n"
+                                           "atexit.register(os.write, {fd}, b'a')\n"
+                                           "def failing():\n"
+                                           "    raise RuntimeError('reported, and the others still run')\n"
+                                           "atexit.register(failing)\n"
+                                           "atexit.register(os.write, {fd}, b'b')\n",
+                                           calls.w()),
+                                   "atexit", 0);
+  ASSERT_TRUE(Readable(interp->done_fd(), 10000));
+  // Both bytes are there the moment done_fd is readable (last registered runs first).
+  char got[3] = {};
+  ASSERT_EQ(::read(calls.r(), got, 2), 2);
+  EXPECT_STREQ(got, "ba");
+  finalize.Send();
+  ASSERT_TRUE(interp->Join(10));
+  EXPECT_FALSE(Readable(calls.r())) << "Py_EndInterpreter ran an atexit callback a second time";
+  EXPECT_TRUE(interp->outcome()->ok);
+}
+
+TEST_F(DriverTest, ShutdownGivesEndingInterpretersTheirOwnBound) {
+  Pipe finalize;
+  auto interp = Interpreter::Spawn(Fmt(kBlockFinalization, finalize.r()), "slow-finalizer", 0);
+  ASSERT_TRUE(interp->WaitDone(10));
+  std::vector<Snapshot> stuck;
+  {
+    Gil gil;
+    EXPECT_TRUE(Shutdown(5.0, std::nullopt, std::nullopt).empty()) << "nullopt: ending ones are left alone";
+    const auto t0 = Clock::now();
+    stuck = Shutdown(5.0, std::nullopt, 0.1);
+    EXPECT_LT(Since(t0), 2.0) << "nothing was running: only the finalize bound applies";
+  }
+  ASSERT_EQ(stuck.size(), 1u);
+  EXPECT_EQ(stuck[0].state, State::kEnding) << "reported as still ending, not abandoned";
+  EXPECT_EQ(interp->state(), State::kEnding);
+  finalize.Send();
+  {
+    Gil gil;
+    EXPECT_TRUE(Shutdown(0.0, std::nullopt, 10.0).empty());
+  }
+  EXPECT_EQ(interp->state(), State::kFinished);
+  EXPECT_TRUE(interp->Join(0));
 }
 
 TEST_F(DriverTest, CloseRefusesWhileRunning) {

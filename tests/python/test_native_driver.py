@@ -1,4 +1,5 @@
-# The native subinterpreter driver from Python: lifecycle, outcomes, interrupt, abandon, exit fd, bad input.
+# The native subinterpreter driver from Python: lifecycle, outcomes, interrupt, abandon, done and exit fds, ending,
+# bad input.
 import math
 import os
 import select
@@ -175,6 +176,83 @@ def test_exit_fd_is_readable_once_finished_and_stays_readable(pipe):
     handle.close()
 
 
+# An interpreter whose finalization (Py_EndInterpreter clearing __main__) blocks until a byte (or EOF) arrives on
+# fd {r}: it stays 'ending' for as long as the test wants.
+BLOCK_FINALIZATION = """
+import os
+class BlockFinalization:
+    def __del__(self, _read=os.read):
+        _read({r}, 1)
+blocker = BlockFinalization()
+"""
+
+
+def _eventfds() -> int:
+    count = 0
+    for name in os.listdir('/proc/self/fd'):
+        try:
+            count += os.readlink(f'/proc/self/fd/{name}') == 'anon_inode:[eventfd]'
+        except OSError:  # the listing's own descriptor
+            pass
+    return count
+
+
+# conc-anal/subint-finalization-off-the-teardown-path.md
+def test_done_fd_is_readable_while_the_interpreter_is_still_ending(pipe):
+    r, w = pipe
+    handle = driver.spawn(BLOCK_FINALIZATION.format(r=r) + 'import sys\nsys.exit(4)\n', name='ending')
+    assert select.select([handle.done_fd], [], [], 10)[0] == [handle.done_fd]
+    assert handle.state == 'ending'
+    assert (handle.outcome.ok, handle.outcome.exit_code) == (False, 4), 'the outcome is there at done time'
+    assert select.select([handle.exit_fd], [], [], 0)[0] == [], 'finished only once finalized'
+    assert not handle.join(0.05)
+    assert handle.interrupt() is False, 'an ending interpreter is not interrupted'
+    [entry] = driver.live()
+    assert (entry['name'], entry['state']) == ('ending', 'ending'), 'still live while ending'
+    os.write(w, b'x')
+    assert handle.join(10)
+    assert handle.state == 'finished'
+    assert select.select([handle.exit_fd, handle.done_fd], [], [], 0)[0] == [handle.exit_fd, handle.done_fd]
+    handle.close()
+
+
+def test_close_while_ending_releases_the_fds_when_it_finishes(pipe):
+    r, w = pipe
+    before = _eventfds()
+    handle = driver.spawn(BLOCK_FINALIZATION.format(r=r), name='closed-while-ending')
+    assert _eventfds() == before + 2, 'done_fd and exit_fd'
+    assert select.select([handle.done_fd], [], [], 10)[0]
+    handle.close()  # no error: released when it finishes
+    handle.close()
+    with pytest.raises(RuntimeError, match='is closed'):
+        _ = handle.done_fd
+    assert handle.state == 'ending'
+    assert _eventfds() == before + 2, 'the worker still owns them'
+    os.write(w, b'x')
+    assert handle.join(10), 'join works on a closed handle'
+    assert handle.state == 'finished'
+    assert _eventfds() == before, 'the worker closed both when it finished'
+    assert handle.outcome.ok
+
+
+def test_wait_done_returns_before_the_interpreter_finishes(pipe):
+    trio = pytest.importorskip('trio')
+    r, w = pipe
+
+    async def main():
+        handle = driver.spawn(BLOCK_FINALIZATION.format(r=r) + 'raise ValueError("late words")\n')
+        with trio.fail_after(10):
+            outcome = await driver.wait_done(handle)
+        assert (outcome.exc_type, outcome.exc_message) == ('ValueError', 'late words')
+        assert handle.state == 'ending'
+        os.write(w, b'x')
+        with trio.fail_after(10):
+            assert (await driver.wait_exit(handle)) is outcome or handle.outcome.exc_type == 'ValueError'
+        handle.close()
+
+    trio.run(main)
+
+
 def test_wait_exit_wakes_a_trio_loop():
     trio = pytest.importorskip('trio')
 
@@ -196,9 +274,10 @@ def test_closed_and_running_handles_refuse_clearly(pipe):
     os.write(w, b'x')
     assert handle.join(10)
     handle.close()
-    for use in (lambda: handle.join(1), handle.interrupt, handle.abandon, lambda: handle.exit_fd):
+    for use in (handle.interrupt, handle.abandon, lambda: handle.exit_fd, lambda: handle.done_fd):
         with pytest.raises(RuntimeError, match=rf'^interpreter {handle.id} is closed$'):
             use()
+    assert handle.join(1), 'join needs no descriptor: it works on a closed handle'
     with pytest.raises(RuntimeError, match='is closed'):
         driver.interrupt_after(handle, 1)
     assert handle.state == 'finished', 'the record outlives the fd'

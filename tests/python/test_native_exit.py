@@ -1,5 +1,6 @@
-# Process exit with interpreters still running: the _driver atexit hook never lets the process crash or hang.
-# Regression tests for conc-anal/abandoned-thread-at-exit.md.
+# Process exit with interpreters still running or still ending: the _driver atexit hook never lets the process crash
+# or hang. Regression tests for conc-anal/abandoned-thread-at-exit.md and, for interpreters still ending at exit,
+# conc-anal/subint-finalization-off-the-teardown-path.md.
 import os
 import subprocess
 import sys
@@ -107,6 +108,50 @@ def test_uncaught_exception_still_exits_nonzero():
     assert proc.returncode == 1
     assert 'SystemError: main failed' in proc.stderr
     assert 'still running' in proc.stderr
+
+
+# Interpreters that are done and still ending (finalizing) when the process exits: each one's finalization blocks on
+# a pipe whose write end an atexit hook registered after the driver's (so run before it) closes. The driver's hook
+# must then wait for all of them to finish, or CPython would end them a second time from the main thread.
+FINALIZER = textwrap.dedent(
+    """
+    import os
+    class Block:
+        def __del__(self, _read=os.read, _write=os.write):
+            _read({r}, 1)
+            _write(1, b'finalized\\n')
+    blocker = Block()
+    """
+)
+MANY_ENDING = f"""
+import atexit, select
+r, w = os.pipe()
+handles = [driver.spawn({FINALIZER!r}.format(r=r), name=f'ending{{i}}') for i in range(COUNT)]
+for h in handles:
+    assert select.select([h.done_fd], [], [], 30)[0]
+assert {{h.state for h in handles}} == {{'ending'}}
+print('all ending', flush=True)
+"""
+
+
+def test_exit_waits_for_every_interpreter_still_ending():
+    body = 'COUNT = 8\n' + MANY_ENDING + 'atexit.register(os.close, w)\n'
+    proc, took = _run(body, timeout='0')  # they are all done: only the finalize bound applies
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == 'all ending\n' + 'finalized\n' * 8
+    assert proc.stderr == '', 'a clean exit: no report, no CPython warning'
+    assert took < 20
+
+
+def test_interpreter_ending_past_the_finalize_bound_is_reported_and_exit_is_not_delayed():
+    body = 'COUNT = 2\n' + MANY_ENDING  # nothing ever releases them
+    proc, took = _run(body, extra_env={'SUBACTOR_EXIT_FINALIZE_TIMEOUT': '0.3'})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == 'all ending\n'
+    assert '2 interpreter(s) still ending (finalizing) after 0.3 s' in proc.stderr, proc.stderr
+    assert 'os._exit(0)' in proc.stderr
+    assert 'remaining subinterpreters' not in proc.stderr
+    assert took < 10
 
 
 @pytest.mark.parametrize('value', ['-1', 'soon', 'inf'])

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 import subactor
-from actors import basic, stuck
+from actors import basic, finalization, stuck
 from subactor.testing import actor_test
 
 pytestmark = pytest.mark.skipon_spawn_backend(
@@ -109,10 +109,12 @@ async def test_hard_kill_aborts_channel_so_parked_receiver_wakes():
 async def test_worker_threads_of_child_are_gone_before_its_interpreter_ends():
     before = threading.active_count()
     async with subactor.open_nursery() as an:
-        portal = await an.start_actor('threads', enable_modules=['actors.stuck'])
+        portal = await an.start_actor('threads', enable_modules=['actors.stuck', 'actors.basic'])
+        interp_id = (await portal.run(basic.whoami))['interp_id']
         assert await portal.run(stuck.use_worker_thread) == 'from a worker thread'
     assert threading.active_count() == before
-    assert [i for i in _driver().live() if i['name'] == 'threads'] == []
+    # Done: no thread of it runs any more. Its interpreter may still be finalizing ('ending') for a moment.
+    assert [i['state'] for i in _driver().live() if i['id'] == interp_id] in ([], ['ending'])
 
 
 @actor_test
@@ -298,3 +300,43 @@ async def test_each_pooled_interpreter_serves_exactly_one_actor(warm_pool_size):
 def test_bad_warm_pool_size_is_refused(size):
     with pytest.raises(ValueError, match='warm pool size must be a non-negative int'):
         subactor.set_warm_pool_size(size)
+
+
+@actor_test(timeout=60)
+async def test_nursery_teardown_returns_once_children_are_done_while_their_interpreters_still_end(
+    warm_pool_size, monkeypatch
+):
+    """Leaving the nursery waits for each child to be done (done_fd), not for its interpreter's finalization: here
+    every child's finalization blocks on a pipe, so they are all provably still 'ending' when the teardown has
+    returned; released, all of them finish within a bound. Regression for
+    conc-anal/subint-finalization-off-the-teardown-path.md."""
+    warm_pool_size(0)  # cold spawns go through _driver.spawn, where the test gets to see their handles
+    driver = _driver()
+    handles = []
+    real_spawn = driver.spawn
+
+    def spawn(*args, **kwargs):
+        handle = real_spawn(*args, **kwargs)
+        handles.append(handle)
+        return handle
+
+    monkeypatch.setattr(driver, 'spawn', spawn)
+    r, w = os.pipe()
+    try:
+        async with subactor.open_nursery() as an:
+            for i in range(3):
+                portal = await an.start_actor(f'slow-to-end-{i}', enable_modules=['actors.finalization'])
+                await portal.run(finalization.block_finalization_on, fd=r)
+        assert len(handles) == 3
+        assert [h.state for h in handles] == ['ending'] * 3, 'the teardown did not wait for finalization'
+        assert all(h.outcome.ok for h in handles)
+        ids = {h.id for h in handles}
+        assert sorted(e['state'] for e in driver.live() if e['id'] in ids) == ['ending'] * 3
+    finally:
+        os.close(w)  # EOF: every blocked finalization goes on
+        with trio.fail_after(20):
+            finished = await trio.to_thread.run_sync(lambda: [h.join(20) for h in handles])
+        os.close(r)
+    assert finished == [True] * 3
+    assert [h.state for h in handles] == ['finished'] * 3
+    assert [e for e in driver.live() if e['id'] in ids] == []

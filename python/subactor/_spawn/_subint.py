@@ -87,19 +87,40 @@ class SubintChild(Child):
         # The kill socketpair: we keep `_kill` and send kill bytes on it; the child works on a dup of
         # `_kill_child_end` (ours is closed after the handshake) and answers each byte with an acknowledgement.
         self._kill, self._kill_child_end = kill_socks
-        # Set when the thread is done (exit_fd readable) or abandoned. One system task watches the fd: trio
-        # allows a single waiter per fd, and a system task outlives any cancel scope of the waiters.
+        # Set when the interpreter is done (done_fd readable: the actor's code, threads and atexit callbacks are
+        # over, the outcome is known) or abandoned. Its interpreter may still be ending then: finalization costs
+        # tens of ms of shared-GIL time and is no part of the actor's life, so no teardown waits for it
+        # (conc-anal/subint-finalization-off-the-teardown-path.md); the driver bounds it at process exit. One
+        # system task watches the fd: trio allows a single waiter per fd, and a system task outlives any cancel
+        # scope of the waiters.
         self._gone = trio.Event()
-        trio.lowlevel.spawn_system_task(self._watch_exit, name=f'subint-exit-watch:{handle.name}')
+        self._watching = True
+        self._released = False
+        trio.lowlevel.spawn_system_task(self._watch_done, name=f'subint-exit-watch:{handle.name}')
 
-    async def _watch_exit(self) -> None:
+    async def _watch_done(self) -> None:
         try:
-            await trio.lowlevel.wait_readable(self.handle.exit_fd)
-            if self.abandoned and self.handle.join(0):
+            await trio.lowlevel.wait_readable(self.handle.done_fd)
+            self._watching = False
+            if self.abandoned:
                 # An abandoned thread that got out of its C call after all: nobody else will release it.
-                self.handle.close()
+                self._release()
+        except trio.ClosedResourceError:
+            pass  # cleanup() released the handle first (it had seen the outcome)
         finally:
+            self._watching = False
             self._gone.set()
+
+    def _release(self) -> None:
+        """Close the handle once it is done: at once, or (still ending) the driver closes its fds when it finishes."""
+        if self._released:
+            return
+        self._released = True
+        if self._watching:
+            # Wake the watcher with ClosedResourceError: the fd is ours to give up, and after close the driver may
+            # close it from its own thread.
+            trio.lowlevel.notify_closing(self.handle.done_fd)
+        self.handle.close()
 
     @property
     def interp_id(self) -> int | None:  # type: ignore[override]
@@ -156,7 +177,7 @@ class SubintChild(Child):
                     acked = await self._ack_within(self._bounds.kill_ack_grace)
                     continue
                 if not self.handle.interrupt('KeyboardInterrupt'):
-                    break  # finished meanwhile
+                    break  # done (ending or finished) meanwhile
                 self._send_kill_byte()
                 acked = await self._ack_within(wait)
             with trio.move_on_at(deadline):
@@ -231,9 +252,8 @@ class SubintChild(Child):
         self._child_sock.close()
         self._kill_child_end.close()
         self._kill.close()
-        if self.handle.outcome is not None:
-            self.handle.join(0)
-            self.handle.close()
+        if self.handle.outcome is not None:  # done: release it even if its interpreter is still ending
+            self._release()
 
 
 def _sys_path() -> list[str]:
