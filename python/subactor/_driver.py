@@ -62,6 +62,7 @@ __all__ = [
     'live',
     'live_count',
     'serve_dumps',
+    'set_exit_status',
     'set_interpreter_label',
     'shutdown',
     'spawn',
@@ -127,9 +128,21 @@ async def wait_exit(handle: Interpreter) -> Outcome:
     return outcome
 
 
+_exit_status_hint: int | None = None
+
+
+def set_exit_status(code: int) -> None:
+    """The status this process is about to exit with. The exit hook needs it when interpreters stuck in C make
+    it leave with os._exit(), because an atexit hook cannot see the status the program was exiting with
+    (the pytest plugin sets it from the session's result, so a failing run never exits 0)."""
+    global _exit_status_hint
+    _exit_status_hint = int(code)
+
+
 def _exit_status() -> int:
-    # The status the program was going to exit with is not visible from an atexit hook; an uncaught
-    # exception leaves sys.last_exc behind, which is the common failing case.
+    # Without a hint: an uncaught exception leaves sys.last_exc behind, which is the common failing case.
+    if _exit_status_hint is not None:
+        return _exit_status_hint
     return 1 if getattr(sys, 'last_exc', None) is not None else 0
 
 

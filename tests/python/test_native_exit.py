@@ -103,6 +103,13 @@ def test_busy_interpreter_left_running_is_interrupted_and_joined_at_exit():
     assert took < 10
 
 
+def test_exit_status_given_to_the_driver_survives_the_forced_exit():
+    # An atexit hook cannot see the status sys.exit() was given: whoever knows it says so first (pytest does).
+    proc, _ = _run(ABANDON + 'driver.set_exit_status(3)\nsys.exit(3)\n')
+    assert proc.returncode == 3, proc.stderr
+    assert 'os._exit(3)' in proc.stderr
+
+
 def test_uncaught_exception_still_exits_nonzero():
     proc, _ = _run(ABANDON + "raise SystemError('main failed')\n")
     assert proc.returncode == 1

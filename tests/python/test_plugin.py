@@ -337,3 +337,25 @@ def test_dump_is_on_disk_when_pytest_timeout_thread_method_ends_the_run(pytester
     text = dump.read_text()
     assert 'in block_in_c_in_named_function' in text, text
     assert text.rstrip().endswith('=== end of subactor stack dump ===')
+
+
+def test_failing_run_that_abandons_an_interpreter_still_exits_nonzero(pytester, run):
+    """An interpreter stuck in C at exit makes the process leave with os._exit(); the run's status must survive it
+    (it once exited 0 after a failure, and CI read that as a pass)."""
+    pytester.makepyfile(
+        """
+        from subactor import _driver
+
+        def test_fails_leaving_a_stuck_interpreter():
+            handle = _driver.spawn('import time\\ntime.sleep(30)', name='stuck-in-c')
+            assert not handle.join(0.05)
+            handle.abandon()
+            raise AssertionError('failed on purpose')
+
+        def test_passes_after_it():  # pytest clears sys.last_exc here: the hook's own guess would say 0
+            pass
+        """
+    )
+    result = run()
+    assert result.ret == 1, result.stderr.str()
+    assert 'os._exit(1)' in result.stderr.str()

@@ -30,6 +30,7 @@ import hashlib
 import inspect
 import math
 import re
+import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,14 @@ class _HangDumps:
             )
             for path in self.written:
                 terminalreporter.write_line(str(path))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Hand the run's status to the driver's exit hook: if an abandoned interpreter makes the process leave with
+    os._exit(), it must still exit with pytest's status, never 0 after a failure."""
+    driver = sys.modules.get('subactor._driver')
+    if driver is not None:
+        driver.set_exit_status(int(exitstatus))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
