@@ -1,9 +1,11 @@
 // The interpreter handle's worker thread (create, run, wait for threads, atexit, done, end) and its interrupt
 // recipe.
 //
-// Compiled with Py_BUILD_CORE_MODULE (CMakeLists.txt) for the exported-but-internal running-main marks.
+// Compiled with Py_BUILD_CORE_MODULE (CMakeLists.txt) for the exported-but-internal running-main marks and
+// the shared GIL's "locked" word (read by the finalize gate).
 #include "interpreter.hpp"
 
+#include <internal/pycore_interp_structs.h>  // interp->ceval.gil, for the finalize gate
 #include <internal/pycore_pystate.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "finalize_gate.hpp"
 #include "registry.hpp"
 
 namespace subactor {
@@ -255,9 +258,20 @@ bool Interpreter::WaitDone(double timeout) {
 }
 
 bool Interpreter::Join(double timeout) {
+  const auto wait = std::chrono::duration<double>(std::clamp(timeout, 0.0, 1e7));
+  bool finished = false;
   {
+    std::lock_guard lock(mu_);
+    finished = finished_;
+  }
+  if (!finished) {
+    if (wait.count() == 0) return false;
+    // Someone waits for a finish: done interpreters finalize at once rather than when the GIL is quiet.
+    struct Hurrying {
+      Hurrying() { FinalizeGate::Get().Hurry(+1); }
+      ~Hurrying() { FinalizeGate::Get().Hurry(-1); }
+    } hurrying;
     std::unique_lock lock(mu_);
-    const auto wait = std::chrono::duration<double>(std::clamp(timeout, 0.0, 1e7));
     if (!cv_.wait_for(lock, wait, [this] { return finished_; })) return false;
   }
   // The worker's last step was signalling done: reaping its OS thread takes microseconds.
@@ -306,9 +320,11 @@ bool Interpreter::Interrupt(PyObject* exc, bool all_threads) {
     interp = interp_;
     main_ident = py_thread_ident_;
   }
-  // We hold the GIL, and the worker needs it to set ending_ and end the interpreter, so interp stays valid
-  // until we return. PyThreadState_SetAsyncExc only searches the current interpreter: borrow a temporary
-  // thread state in the target interpreter (unless we already run in it).
+  // PyThreadState_SetAsyncExc only searches the current interpreter: borrow a temporary thread state in the
+  // target interpreter (unless we already run in it). interp stays valid until we return: we checked ending_
+  // and create the temporary thread state under one GIL hold, and from then until it is deleted the worker
+  // cannot end the interpreter, because it waits for every other thread state to be gone (the swaps below
+  // release the GIL, so it may well see this one: WaitForOtherThreadStates). conc-anal/subint-destroy-race.md
   PyThreadState* caller = PyThreadState_Get();
   PyThreadState* temp = nullptr;
   if (PyThreadState_GetInterpreter(caller) != interp) {
@@ -384,8 +400,15 @@ void Interpreter::Run() {
   MarkDone(std::move(outcome));
   PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), nullptr);  // drop a late interrupt
   PyErr_Clear();
+  // Finalize when the GIL is not wanted elsewhere (finalize_gate.hpp), waiting without it. The interpreter
+  // stays marked as running meanwhile, so _interpreters.destroy() refuses it.
+  const int* gil_locked = &interp->ceval.gil->locked;
+  PyThreadState* detached = PyEval_SaveThread();
+  const auto turn = FinalizeGate::Get().Enter(gil_locked);
+  PyEval_RestoreThread(detached);
   _PyInterpreterState_SetNotRunningMain(interp);
   Py_EndInterpreter(tstate);  // returns with no thread state and the GIL released
+  FinalizeGate::Get().Leave(turn);
   Registry::Get().SetLabel(id, "");
   Finish();
 }
@@ -406,8 +429,9 @@ void Interpreter::WaitForOtherThreads() {
 
 void Interpreter::WaitForOtherThreadStates() {
   // Threads that threading does not know about (_thread.start_new_thread, C threads): poll the thread
-  // states, with the GIL released between looks. Our own interrupts create and delete their temporary
-  // thread state under one GIL hold, so they are never seen here.
+  // states, with the GIL released between looks. An interrupt's temporary thread state may be seen here
+  // (PyThreadState_Swap releases the GIL while it exists): waiting for it to go is what keeps the interpreter
+  // alive under the interrupter. The last look and MarkDone() (ending_) happen under one GIL hold.
   PyThreadState* self = PyThreadState_Get();
   PyInterpreterState* interp = PyThreadState_GetInterpreter(self);
   for (int delay_us = 50;; delay_us = std::min(delay_us * 2, 20000)) {

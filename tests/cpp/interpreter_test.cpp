@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "driver_fixture.hpp"
@@ -176,10 +177,17 @@ TEST_F(DriverTest, InterruptRacingWithEndIsSafe) {
   for (int round = 0; round < 40; ++round) {
     auto interp = Interpreter::Spawn(
         "x = [i * i for i in range(round(__import__('random').random() * 3000))]", "racer", 0);
-    while (!interp->Join(0)) {
-      Gil gil;
-      interp->Interrupt(PyExc_SystemExit, true);
+    // Interrupt again and again until refused: from then on it is ending (its finalization comes later).
+    // Paced: a loop that retakes the GIL from C at once starves the worker (C code never honours a drop
+    // request), and each interrupt's temporary thread state makes the worker wait for it (see Interrupt()).
+    for (bool refused = false; !(refused && interp->WaitDone(0));) {
+      {
+        Gil gil;
+        refused = !interp->Interrupt(PyExc_SystemExit, true);
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
+    ASSERT_TRUE(interp->Join(10));
     Gil gil;
     EXPECT_FALSE(interp->Interrupt(PyExc_SystemExit, true));
     EXPECT_TRUE(interp->outcome()->ok) << "SystemExit (from the interrupt) or a normal return";
