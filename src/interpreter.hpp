@@ -52,10 +52,16 @@ struct Snapshot {
 //   is recorded, done_fd is written and the state is "ending". "Finished": Py_EndInterpreter (tens of ms of
 //   module teardown and GC under the shared GIL) has returned: state "finished", exit_fd written, the
 //   handle leaves the registry. An actor is over at done; only its interpreter's memory is left to free.
+// - Between the two the worker waits, without the GIL, in the FinalizeGate (finalize_gate.hpp): finalization
+//   holds the GIL in C for ~35 ms without yielding it, so started at done it would keep the very parent that
+//   was just told "done" from running. It starts once the GIL has been quiet, one interpreter at a time, at
+//   most ~100 ms late in a busy process, and at once while someone is in Join() with a timeout (the exit
+//   hook, a test); Join(0) is a probe and does not hurry it.
 // - Locks: mu_ is a leaf lock. Never acquire the GIL while holding mu_ (the worker takes mu_ while holding
-//   the GIL). The worker sets ending_ (at done) under the GIL, and runs no Python code of the interpreter
-//   after it; Interrupt() reads it under the GIL, so an interrupt never touches an interpreter that is being
-//   torn down, and an ending interpreter refuses interrupts.
+//   the GIL). The worker sets ending_ (at done) under the GIL, in the same GIL hold as its last look for
+//   other thread states, and runs no Python code of the interpreter after it; Interrupt() reads it under the
+//   GIL, so an interrupt never touches an interpreter that is being torn down, and an ending interpreter
+//   refuses interrupts. The gate's lock is taken without the GIL and without mu_.
 // - done_fd and exit_fd are eventfds, each written once (under mu_, never once closed_); nobody reads them,
 //   so they stay readable. Close() of a finished or abandoned handle closes both at once, under mu_. Close()
 //   of an ending handle only marks it closed: the worker closes both fds itself when it finishes (and writes
@@ -86,8 +92,9 @@ class Interpreter : public std::enable_shared_from_this<Interpreter> {
   int done_fd() const;  // -1 once closed
 
   // Waits up to timeout seconds for the worker to finish, then reaps its OS thread. Returns whether it
-  // finished; idempotent once true. Works on a closed handle too. Call WITHOUT the GIL (the worker needs it
-  // to finish).
+  // finished; idempotent once true. Works on a closed handle too. While it waits (timeout > 0), done
+  // interpreters finalize without waiting for a quiet GIL (FinalizeGate::Hurry). Call WITHOUT the GIL (the
+  // worker needs it to finish).
   bool Join(double timeout);
 
   // Waits up to timeout seconds for the interpreter to be done (ending or finished: the outcome is set).
