@@ -2,8 +2,8 @@
 #
 # Design (see ../shared notes on 3.14 subinterpreters and conc-anal/):
 # - The native driver owns the thread: it creates the interpreter, runs the bootstrap below, ends the interpreter
-#   on that same thread; it makes `done_fd` readable once the actor is done (before finalizing). The parent waits on that fd from trio: no polling, and no
-#   trio worker thread ever holds a subinterpreter thread state.
+#   on that same thread, and makes `done_fd` readable once the actor is done (before finalizing it). The parent
+#   waits on that fd from trio: no polling, and no trio worker thread ever holds a subinterpreter thread state.
 # - Parent and child talk over a socketpair made here; the child end's fd number is written into the bootstrap
 #   (the interpreters share the process's fd table), so there is no listener, address or connect-back.
 # - Hard kill, every step bounded by Bounds: a byte on a kill socket makes a child whose loop runs abort every
