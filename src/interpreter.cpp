@@ -413,17 +413,23 @@ void Interpreter::Run() {
   Finish();
 }
 
-void Interpreter::WaitForOtherThreads() {
-  // An interrupt raised into this thread while it waits breaks the wait: retry (the interrupt also reached
-  // the threads we wait for). A genuine error in the epilogue is reported and the C-level wait takes over.
+void Interpreter::RunEpilogueSnippet(const char* code, const char* filename, const char* failing_to) {
+  // An interrupt raised into this thread while the snippet runs breaks it: run it again (the snippets are
+  // idempotent: joining threads, and atexit, whose list is cleared once its last callback ran, so none runs
+  // twice). A genuine error is reported and the caller's next step takes over.
   for (;;) {
-    if (Exec(kEpilogue, "<subactor epilogue>", /*in_main=*/false)) break;
+    if (Exec(code, filename, /*in_main=*/false)) return;
     if (PyErr_ExceptionMatches(PyExc_Exception)) {
-      PyErr_FormatUnraisable("Exception ignored while joining the threads of %s", name_.c_str());
-      break;
+      PyErr_FormatUnraisable("Exception ignored while %s of %s", failing_to, name_.c_str());
+      return;
     }
     PyErr_Clear();
   }
+}
+
+void Interpreter::WaitForOtherThreads() {
+  // The interrupt that breaks the join also reached the threads we wait for; the C-level wait comes last.
+  RunEpilogueSnippet(kEpilogue, "<subactor epilogue>", "joining the threads");
   WaitForOtherThreadStates();
 }
 
@@ -448,17 +454,9 @@ void Interpreter::WaitForOtherThreadStates() {
 }
 
 void Interpreter::RunAtexitCallbacks() {
-  // As in WaitForOtherThreads: an interrupt landing outside a callback (a callback's own exception is
-  // reported by atexit and the next one runs) breaks the snippet: run it again, the list is cleared after
-  // the last callback ran, so none runs twice.
-  for (;;) {
-    if (Exec(kAtexit, "<subactor atexit>", /*in_main=*/false)) break;
-    if (PyErr_ExceptionMatches(PyExc_Exception)) {
-      PyErr_FormatUnraisable("Exception ignored while running the atexit callbacks of %s", name_.c_str());
-      break;
-    }
-    PyErr_Clear();
-  }
+  // A callback's own exception is reported by atexit and the next one runs; only an interrupt landing
+  // outside a callback breaks the snippet.
+  RunEpilogueSnippet(kAtexit, "<subactor atexit>", "running the atexit callbacks");
 }
 
 void Interpreter::MarkDone(Outcome outcome) {

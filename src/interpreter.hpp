@@ -117,6 +117,7 @@ class Interpreter : public std::enable_shared_from_this<Interpreter> {
  private:
   Interpreter(std::string code, std::string name, int64_t parent_id);
   void Run();
+  void RunEpilogueSnippet(const char* code, const char* filename, const char* failing_to);
   void WaitForOtherThreads();
   void WaitForOtherThreadStates();
   void RunAtexitCallbacks();

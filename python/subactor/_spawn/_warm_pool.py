@@ -210,12 +210,13 @@ class _Pooled:
         self.control.close()
 
     def release(self, timeout: float) -> bool:
-        """End it unassigned (EOF on its control socket) and join it within `timeout`; True if it ended."""
+        """End it unassigned (EOF on its control socket) and join it within `timeout`; True if it ended. A handle
+        that is done but still finalizing is released too (the driver closes it when it finishes)."""
         self.control.close()
-        if self.handle.join(timeout):
+        ended = self.handle.join(timeout)
+        if ended or self.handle.outcome is not None:
             self.handle.close()
-            return True
-        return False
+        return ended
 
 
 class _WarmPool:
