@@ -33,7 +33,9 @@ def setup_logging(loglevel: str | None, name: str) -> None:
 
 
 async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id: int | None = None) -> None:
-    await chan.send(Hello(list(uid), os.getpid(), interp_id, None))
+    """The child's side of the handshake: read the parent's hello and spec, boot, then answer with our hello and
+    Ready (or the boot error) in one write, so the parent sleeps until the answer is whole."""
+    our_hello = Hello(list(uid), os.getpid(), interp_id, None)
     hello = await chan.recv()
     spec = await chan.recv()
     if not isinstance(hello, Hello) or not isinstance(spec, SpawnSpec):
@@ -60,14 +62,14 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
             importlib.import_module(module)
     except BaseException as exc:
         with trio.move_on_after(actor.bounds.task_cancel_timeout):
-            await chan.send(Error(None, pack_error(exc, local_uid=uid)))
+            await chan.send_many(our_hello, Error(None, pack_error(exc, local_uid=uid)))
         raise
     actor.on_parent_lost = functools.partial(_reap_if_orphaned, actor, trio.lowlevel.current_task())
     _state.set_current(actor)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(lambda task_status: actor.serve(parent_chan=chan, task_status=task_status))
-            await chan.send(Ready(list(actor.listen_addr) if actor.listen_addr else None))
+            await chan.send_many(our_hello, Ready(list(actor.listen_addr) if actor.listen_addr else None))
     finally:
         _state.set_current(None)
         await chan.aclose()

@@ -82,6 +82,11 @@ class Channel:
         frame = self.encode(msg)
         await self.send_frame(frame)
 
+    async def send_many(self, *msgs: Msg) -> None:
+        """Send `msgs` in order as one write (a peer on another thread of this process wakes once for them)."""
+        frames = b''.join([self.encode(msg) for msg in msgs])
+        await self.send_frame(frames)
+
     async def send_frame(self, frame: bytes) -> None:
         if self._closed_reason is not None:
             raise TransportClosed(f'cannot send on {self!r}')
@@ -105,10 +110,23 @@ class Channel:
             data = await self._stream.receive_some(_READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._mark_closed(f'receive failed: {exc!r}')
+            if self._ready:
+                return  # an abort took in the peer's last messages while we waited: those first
             raise TransportClosed(f'{self!r}') from None
         if not data:
             self._mark_closed('peer closed the connection')
             raise TransportClosed(f'{self!r}')
+        try:
+            self._parse(data)
+        except ProtocolError as exc:
+            log.error('protocol error on %r: %s; closing this channel', self, exc)
+            self._mark_closed(f'protocol error: {exc}')
+            await self._close_stream()
+            if not self._ready:
+                raise TransportClosed(f'{self!r}') from exc
+
+    def _parse(self, data: bytes) -> None:
+        """Append `data` and decode every whole frame into the ready queue; ProtocolError on a bad frame."""
         buf = self._buf
         buf += data
         pos = 0
@@ -129,12 +147,6 @@ class Channel:
                     # A decode error's traceback still holds the view; `buf` cannot be resized while it exists.
                     frame.release()
                 pos += 4 + size
-        except ProtocolError as exc:
-            log.error('protocol error on %r: %s; closing this channel', self, exc)
-            self._mark_closed(f'protocol error: {exc}')
-            await self._close_stream()
-            if not self._ready:
-                raise TransportClosed(f'{self!r}') from exc
         finally:
             del buf[:pos]
 
@@ -142,12 +154,22 @@ class Channel:
         if self._closed_reason is None:
             self._closed_reason = reason
 
-    def abort(self, reason: str = 'aborted') -> None:
-        """Close at once, synchronously: every task waiting on this channel wakes with TransportClosed."""
+    def abort(self, reason: str = 'aborted', *, keep_unread: bool = False) -> None:
+        """Close at once, synchronously: every task waiting on this channel wakes with TransportClosed.
+
+        `keep_unread`: first take in what the peer already wrote (it has exited: its last words, such as a boot
+        error, are in the socket buffer); those messages are still received before TransportClosed."""
         self._mark_closed(reason)
         sock = self._stream.socket
-        if sock.fileno() != -1:
-            sock.close()
+        if sock.fileno() == -1:
+            return
+        if keep_unread:
+            try:
+                while data := os.read(sock.fileno(), _READ_SIZE):  # non-blocking: ends with BlockingIOError
+                    self._parse(data)
+            except (OSError, ProtocolError):
+                pass
+        sock.close()
 
     async def _close_stream(self) -> None:
         with trio.CancelScope(shield=True):

@@ -42,8 +42,18 @@ class _ChildRecord:
         self.portal: Portal | None = None
         self.listen_addr: Addr | None = None
         self.cancel_requested = False
-        self.exited = trio.Event()
+        self.gone = trio.Event()  # the child has exited (status known) and its channel is aborted
+        self.exited = trio.Event()  # ...and its supervision is over: it is no longer among the children
         self.status: int | None = None
+
+
+async def _watch_exit(rec: _ChildRecord) -> None:
+    """For the child's whole life: once it exits, abort its channel (what it wrote last is still received) so
+    no task stays parked on it."""
+    with trio.CancelScope(shield=True):
+        rec.status = await rec.child.wait()
+    rec.chan.abort('child exited', keep_unread=True)
+    rec.gone.set()
 
 
 async def _serve_until_exit(actor: Actor, chan: Channel) -> None:
@@ -145,18 +155,20 @@ class ActorNursery:
         task_status: trio.TaskStatus[_ChildRecord] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         actor = self._actor
-        child, chan = await _dispatch.spawn(self.start_method, uid, actor.bounds)
-        rec = _ChildRecord(uid, child, chan)
         spec = make_spec(
             actor,
             spawn_method=self.start_method,
             enable_modules=enable_modules,
             loglevel=loglevel or actor.loglevel,
         )
+        child, chan = await _dispatch.spawn(self.start_method, uid, actor.bounds)
+        rec = _ChildRecord(uid, child, chan)
         spawn_error: Exception | None = None
         try:
             async with trio.open_nursery() as io:
                 io.start_soon(child.pump_output)
+                # From the start: a child that dies mid-handshake must end the handshake's reads at once.
+                io.start_soon(_watch_exit, rec)
                 try:
                     rec.listen_addr = await parent_handshake(actor, chan, uid, spec, child)
                     io.start_soon(_serve_until_exit, actor, chan)
@@ -174,11 +186,13 @@ class ActorNursery:
                     io.cancel_scope.cancel()
                 if spawn_error is None:
                     task_status.started(rec)
-                    child.spawn_complete()
                     with trio.CancelScope(shield=True):
-                        rec.status = await child.wait()
-                        chan.abort('child exited')
-                        rec.exited.set()
+                        # Deferred work (a warm pool's refill) waits until the caller has run with its portal:
+                        # started() made it runnable, and two checkpoints outlast the one batch it runs in.
+                        await trio.lowlevel.checkpoint()
+                        await trio.lowlevel.checkpoint()
+                        child.spawn_complete()
+                        await rec.gone.wait()
                         io.cancel_scope.cancel()
         finally:
             rec.exited.set()

@@ -148,6 +148,60 @@ async def test_abort_wakes_every_waiter_and_refuses_sends():
     peer.close()
 
 
+@actor_test(root=False)
+async def test_abort_keeping_unread_delivers_the_peers_last_messages_first():
+    """An exited peer's last words (a boot error, a final result) already sit in the socket buffer: an abort
+    with keep_unread hands them to the task parked in recv() and to the next one, then TransportClosed."""
+    chan, peer = channel_pair()
+    codec = _msg.Codec()
+    got = []
+
+    async def reader():
+        with pytest.raises(subactor.TransportClosed):
+            while True:
+                got.append(await chan.recv())
+
+    async with trio.open_nursery() as n:
+        n.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        peer.sendall(frame(codec.encode(_msg.Return('c1', 1))) + frame(codec.encode(_msg.Return('c2', 2))))
+        peer.close()
+        chan.abort('peer exited', keep_unread=True)  # before the reader got to run
+    assert [m.cid for m in got] == ['c1', 'c2']
+    assert 'peer exited' in repr(chan)
+
+
+@actor_test(root=False)
+async def test_plain_abort_drops_what_is_unread():
+    chan, peer = channel_pair()
+    peer.sendall(frame(_msg.Codec().encode(_msg.Return('c1', 1))))
+    chan.abort('gave up')
+    with pytest.raises(subactor.TransportClosed):
+        await chan.recv()
+    peer.close()
+
+
+@actor_test(root=False)
+async def test_send_many_writes_the_messages_in_order_as_one_write():
+    chan, peer = channel_pair()
+    await chan.send_many(_msg.Stop('a'), _msg.Stop('b'), _msg.Stop('c'))
+    peer.setblocking(False)
+    data = peer.recv(1 << 16)
+    codec = _msg.Codec()
+    msgs, pos = [], 0
+    while pos < len(data):
+        (size,) = struct.unpack_from('>I', data, pos)
+        msgs.append(codec.decode(data[pos + 4 : pos + 4 + size]))
+        pos += 4 + size
+    assert [m.cid for m in msgs] == ['a', 'b', 'c']
+    with pytest.raises(subactor.MessageEncodeError):
+        await chan.send_many(_msg.Stop('d'), _msg.Yield('e', object()))  # nothing of it is sent
+    with pytest.raises(BlockingIOError):
+        peer.recv(1 << 16)
+    await chan.aclose()
+    peer.close()
+
+
 def test_error_boxing_round_trip_and_relay():
     try:
         raise KeyError('lost')

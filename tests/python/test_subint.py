@@ -273,6 +273,31 @@ async def test_pooled_interpreter_failing_its_warm_up_is_replaced_by_a_cold_spaw
 
 
 @actor_test
+async def test_warm_spawn_cancelled_before_its_handshake_lets_the_interpreter_go(warm_pool_size, monkeypatch):
+    """A pooled interpreter is told what to serve only once the parent's hello and spec are written; a spawn
+    cancelled before that closes its control socket and the interpreter ends by itself: no kill byte, no
+    injected exception, nothing abandoned, and the pool refills."""
+    from subactor._spawn import _subint
+
+    kills = []
+    monkeypatch.setattr(_subint.SubintChild, '_send_kill_byte', lambda self: kills.append(self.handle.id))
+    warm_pool_size(1)
+    await subactor.wait_warm_pool_ready(timeout=60)
+    async with subactor.open_nursery() as an:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await an.start_actor('never-assigned', enable_modules=['actors.basic'])
+        assert scope.cancelled_caught
+        await subactor.wait_warm_pool_ready(timeout=60)
+        portal = await an.start_actor('next', enable_modules=['actors.basic'])
+        info = await portal.run(basic.whoami)
+        assert _native_names()[info['interp_id']] == 'subint-warm'
+        await portal.cancel_actor()
+    assert kills == []
+    assert subactor.current_actor().abandoned == []
+
+
+@actor_test
 async def test_pool_disabled_spawns_cold(warm_pool_size):
     warm_pool_size(0)
     async with subactor.open_nursery() as an:

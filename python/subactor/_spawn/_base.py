@@ -49,6 +49,11 @@ class Child(abc.ABC):
     async def pump_output(self) -> None:
         """Run for the child's life, forwarding its output (process backends); default: nothing to do."""
 
+    def begin(self) -> None:
+        """The parent's opening messages are written: let the child read them (a warm interpreter waits for
+        this; a child started at spawn time needs nothing). Called at most once; a child never begun is let go
+        by `hard_kill()` or `cleanup()`."""
+
     def after_handshake(self) -> None:
         """The child is up and talking; drop what the backend kept only for its start-up."""
 
@@ -77,35 +82,23 @@ def make_spec(
 async def parent_handshake(
     actor: Actor, chan: Channel, uid: tuple[str, str], spec: SpawnSpec, child: Child
 ) -> Addr | None:
-    """Pipelined: send our hello and the spec at once, then read the child's hello and its Ready (or boot error).
+    """Pipelined: our hello and the spec go out in one write before the child is let go (`child.begin()`), and
+    its hello and Ready (or boot error) come back in one write, so each side wakes once.
 
-    Raises ActorFailure (with the child's traceback) when the child fails to boot, dies, or is too slow.
+    The caller keeps a task watching the child's exit that aborts `chan` when the child ends: a child that dies
+    before talking (an interpreter in this very process may never close its end) ends our reads with
+    TransportClosed. Raises ActorFailure (with the child's traceback) when the child fails to boot, dies, or
+    is too slow.
     """
-    died_early = False
-    reply = None
     try:
         with trio.fail_after(actor.bounds.handshake_timeout):
-            async with trio.open_nursery() as race:
-
-                async def watch_exit() -> None:
-                    # A child that dies before talking may never close its end (an interpreter in this very
-                    # process): its exit, not EOF, is what ends the wait.
-                    nonlocal died_early
-                    await child.wait()
-                    died_early = True
-                    race.cancel_scope.cancel()
-
-                race.start_soon(watch_exit)
-                await chan.send(actor.hello())
-                await chan.send(spec)
-                hello = await chan.recv()
-                if not isinstance(hello, Hello) or tuple(hello.uid) != uid:
-                    raise ActorFailure(f'child {uid[0]!r} answered the handshake with {hello!r}')
-                actor.accept_hello(chan, hello)
-                reply = await chan.recv()
-                race.cancel_scope.cancel()
-        if died_early and reply is None:
-            raise TransportClosed('child exited')
+            await chan.send_many(actor.hello(), spec)
+            child.begin()
+            hello = await chan.recv()
+            if not isinstance(hello, Hello) or tuple(hello.uid) != uid:
+                raise ActorFailure(f'child {uid[0]!r} answered the handshake with {hello!r}')
+            actor.accept_hello(chan, hello)
+            reply = await chan.recv()
     except trio.TooSlowError:
         await _reap_failed(child)
         raise ActorFailure(

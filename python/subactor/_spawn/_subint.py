@@ -28,6 +28,7 @@ from ._warm_pool import current_pool
 
 if TYPE_CHECKING:
     from .._config import Bounds
+    from ._warm_pool import _Pooled
 
 log = logging.getLogger('subactor')
 
@@ -69,6 +70,17 @@ def child_bootstrap(fd: int, name: str, uuid: str, kill_fd: int) -> None:
         raise SystemExit(code) from _entry.last_exit_cause
 
 
+class _PendingStart:
+    """A warm interpreter taken from the pool but not yet told what to serve: its assignment (channel fd, name,
+    uuid, kill fd) waits for `SubintChild.begin()`."""
+
+    __slots__ = ('assignment', 'pooled')
+
+    def __init__(self, pooled: _Pooled, assignment: tuple[int, str, str, int]) -> None:
+        self.pooled = pooled
+        self.assignment = assignment
+
+
 class SubintChild(Child):
     """A child actor in a subinterpreter on its own driver thread."""
 
@@ -79,9 +91,11 @@ class SubintChild(Child):
         child_sock: socket.socket,
         kill_socks: tuple[socket.socket, socket.socket],
         on_spawn_complete: Callable[[], None] | None = None,
+        pending_start: _PendingStart | None = None,
     ) -> None:
         self.handle = handle
         self._on_spawn_complete = on_spawn_complete
+        self._pending_start = pending_start
         self._bounds = bounds
         self._child_sock = child_sock
         # The kill socketpair: we keep `_kill` and send kill bytes on it; the child works on a dup of
@@ -155,6 +169,10 @@ class SubintChild(Child):
         4. Still running when T is spent: the thread is stuck in C; it is abandoned (never destroyed from here).
         """
         with trio.CancelScope(shield=True):
+            if self._forgo_start():
+                # An idle pooled interpreter ends on that EOF within milliseconds; escalate only if it does not.
+                with trio.move_on_after(self._bounds.interrupt_join_timeout):
+                    await self._gone.wait()
             if self.exited():
                 return
             deadline = trio.current_time() + self._bounds.interrupt_join_timeout
@@ -222,6 +240,7 @@ class SubintChild(Child):
     def kill_now(self) -> None:
         # The byte only: an exception injected into a loop that is unwinding can wedge it (see hard_kill). A child
         # busy in Python code is interrupted by our own interpreter's exit sweep (_driver's atexit hook).
+        self._forgo_start()
         if not self.exited():
             self._send_kill_byte()
 
@@ -237,6 +256,23 @@ class SubintChild(Child):
             return ''
         return outcome.traceback or f'{outcome.exc_type}: {outcome.exc_message}'
 
+    def begin(self) -> None:
+        pending, self._pending_start = self._pending_start, None
+        if pending is not None:
+            try:
+                pending.pooled.assign(*pending.assignment)
+            except OSError as exc:
+                # It ended meanwhile: its done_fd says so, and the exit watcher ends the handshake.
+                log.debug('warm interpreter %s could not take its assignment: %r', self.handle.id, exc)
+
+    def _forgo_start(self) -> bool:
+        """Never assigned: closing its control socket (EOF) ends the pooled interpreter by itself. True if so."""
+        pending, self._pending_start = self._pending_start, None
+        if pending is None:
+            return False
+        pending.pooled.control.close()
+        return True
+
     def after_handshake(self) -> None:
         self._child_sock.close()
         self._kill_child_end.close()
@@ -248,6 +284,7 @@ class SubintChild(Child):
             done()
 
     def cleanup(self) -> None:
+        self._forgo_start()
         self.spawn_complete()  # a spawn that failed counts as complete too
         self._child_sock.close()
         self._kill_child_end.close()
@@ -270,24 +307,19 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
     kill, kill_child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     kill.setblocking(False)  # a kill byte never blocks the parent
     kill_r = kill_child_end.fileno()
-    try:
-        if pooled is not None:
-            handle = pooled.handle
-            pooled.assign(child_fd, name, uuid, kill_r)
-        else:
-            code = _COLD_BOOTSTRAP.format(
-                fd=child_fd, name=name, uuid=uuid, kill_fd=kill_r, sys_path=_sys_path()
-            )
+    if pooled is not None:
+        # Assigned in begin(), once the parent's opening messages are in the socket: the interpreter wakes once.
+        handle = pooled.handle
+        pending = _PendingStart(pooled, (child_fd, name, uuid, kill_r))
+        on_spawn_complete = pool.spawn_complete  # type: ignore[union-attr]
+    else:
+        code = _COLD_BOOTSTRAP.format(fd=child_fd, name=name, uuid=uuid, kill_fd=kill_r, sys_path=_sys_path())
+        try:
             handle = _native().spawn(code, name=name)
-    except BaseException:
-        parent_sock.close()
-        child_sock.close()
-        kill.close()
-        kill_child_end.close()
-        if pooled is not None:
-            pooled.release(0.0)
-            pool.spawn_complete()  # type: ignore[union-attr]
-        raise
-    on_spawn_complete = pool.spawn_complete if pooled is not None else None  # type: ignore[union-attr]
-    child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end), on_spawn_complete)
+        except BaseException:
+            for sock in (parent_sock, child_sock, kill, kill_child_end):
+                sock.close()
+            raise
+        pending = on_spawn_complete = None
+    child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end), on_spawn_complete, pending)
     return child, channel_from_socket(parent_sock, label='child')
