@@ -17,7 +17,10 @@ py=$(command -v "$SUBACTOR_PYTHON")
 tag=$("$py" -c 'import sys, sysconfig; print(f"{sys.implementation.cache_tag}-{sysconfig.get_platform()}")')
 build="build/$tag"
 export PYTHONPATH="$repo/python${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONDONTWRITEBYTECODE=1
+# Bytecode is cached under build/ (never beside the sources or in the toolchain's system directories), so an actor
+# does not recompile the package at every spawn: the same as an installed package.
+export PYTHONPYCACHEPREFIX="$repo/build/pycache"
+unset PYTHONDONTWRITEBYTECODE
 
 stamp() { printf '==> %s\n' "$*"; }
 
