@@ -13,7 +13,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--method', required=True, help='the spawn method that started this process')
     args = parser.parse_args(argv)
 
-    from ._entry import run_child_from_fd
+    import gc
+
+    gc.disable()  # importing the runtime leaves no cycles worth collecting
+    try:
+        from ._entry import run_child_from_fd
+    finally:
+        gc.enable()
 
     return run_child_from_fd(args.fd, (args.name, args.uuid), args.method)
 

@@ -67,6 +67,16 @@ async def test_an_cancel_ends_children_and_refuses_new_ones():
 
 
 @actor_test
+async def test_child_starts_with_the_garbage_collector_on():
+    """Start-up imports run with the collector paused (they make no cycles worth collecting): it is back on
+    before the actor serves."""
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('collected', enable_modules=['actors.basic'])
+        assert await portal.run(basic.runtime_state) == {'gc_enabled': True}
+        await portal.cancel_actor()
+
+
+@actor_test
 async def test_wait_for_result_needs_run_in_actor():
     async with subactor.open_nursery() as an:
         portal = await an.start_actor('plain', enable_modules=['actors.basic'])

@@ -56,6 +56,9 @@ _DISCARD_JOIN_TIMEOUT = 1.0
 def serve_pooled(control_fd: int) -> None:
     """This interpreter's whole life in the pool: one trio.run that warms up, says so, waits for its
     assignment and then serves as that actor (or ends quietly if the pool closed)."""
+    import gc
+
+    gc.disable()  # importing the runtime leaves no cycles worth collecting
     try:
         warm_imports()
         from .. import _entry
@@ -63,6 +66,8 @@ def serve_pooled(control_fd: int) -> None:
     except BaseException:
         os.close(control_fd)
         raise
+    finally:
+        gc.enable()
     code = _entry.run_child(_pooled_main, control_fd, interp_id=current_interp_id())
     if code:
         raise SystemExit(code) from _entry.last_exit_cause

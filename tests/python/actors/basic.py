@@ -97,3 +97,11 @@ def mark_this_interpreter(value):
     """Leave `value` in this interpreter's module state; returns everything left here so far."""
     _marks.append(value)
     return list(_marks)
+
+
+def runtime_state():
+    """What an actor's start-up must leave as a user expects it: the garbage collector on."""
+    import gc
+
+    return {'gc_enabled': gc.isenabled()}
+
