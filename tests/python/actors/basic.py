@@ -104,4 +104,3 @@ def runtime_state():
     import gc
 
     return {'gc_enabled': gc.isenabled()}
-
