@@ -46,14 +46,17 @@ def environment() -> dict[str, object]:
     }
 
 
-def run_driver_bench(args: argparse.Namespace) -> int:
-    """The native driver's benchmark, when it exists (bench/bench_driver.py), as a separate process."""
-    script = BENCH_DIR / 'bench_driver.py'
-    if not script.exists():
-        print(f'(no {script.relative_to(REPO)}; skipping the driver benchmark)', file=sys.stderr)
-        return 0
-    cmd = [sys.executable, str(script), *(['--quick'] if args.quick else [])]
-    print(f'==> {" ".join(cmd)}', file=sys.stderr)
+# Separate benchmarks run after the table on request, each in its own process: flag -> (script, --quick args).
+EXTRA_BENCHES = {
+    'driver': ('bench_driver.py', ['--rounds-1', '20', '--rounds-32', '2']),
+    'floor': ('bench_floor.py', ['--rounds', '3', '--pings', '1000']),
+}
+
+
+def run_extra_bench(name: str, quick: bool) -> int:
+    script, quick_args = EXTRA_BENCHES[name]
+    cmd = [sys.executable, str(BENCH_DIR / script), *(quick_args if quick else [])]
+    print(f'==> {" ".join(cmd)}', file=sys.stderr, flush=True)
     return subprocess.run(cmd, check=False).returncode
 
 
@@ -89,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         '--json', type=Path, default=BENCH_DIR / 'results' / 'latest.json', help='where to write the results'
     )
     parser.add_argument('--only', help=f'comma-separated steps to run: {", ".join(steps)}')
-    parser.add_argument('--driver', action='store_true', help='then run bench/bench_driver.py if it exists')
+    parser.add_argument(
+        '--driver', action='store_true', help='then run bench/bench_driver.py (native driver)'
+    )
+    parser.add_argument(
+        '--floor',
+        action='store_true',
+        help='then run bench/bench_floor.py (bare trio echo: process vs subint)',
+    )
     parser.add_argument('--verbose', action='store_true', help="show the runtime's warnings (kills)")
     args = parser.parse_args(argv)
 
@@ -132,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f'\nresults written to {args.json}')
 
     status = 1 if doc['errors'] else 0
-    if args.driver:
-        status = run_driver_bench(args) or status
+    for name in EXTRA_BENCHES:
+        if getattr(args, name):
+            status = run_extra_bench(name, args.quick) or status
     return status
 
 
