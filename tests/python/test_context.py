@@ -1,9 +1,12 @@
 # Contexts: started values, results, remote failures, and acknowledged cancellation from either side.
+import functools
+
 import pytest
 import trio
 
 import subactor
 from actors import streaming
+from subactor._context import is_context_fn
 from subactor.testing import actor_test
 
 
@@ -153,3 +156,36 @@ async def test_failure_arriving_with_started_cancels_the_block_it_precedes():
     scope = trio.CancelScope()
     own.arm_caller_scope(scope)
     assert not scope.cancel_called
+
+
+def test_context_decorator_checks_its_function():
+    async def good(ctx, value=1):
+        pass
+
+    async def good_keyword_only(*, ctx):
+        pass
+
+    @functools.wraps(good)
+    async def wrapped(*args, **kwargs):
+        pass
+
+    for fn in (good, good_keyword_only, wrapped):
+        assert subactor.context(fn) is fn and is_context_fn(fn)
+
+    async def no_ctx(value):
+        pass
+
+    async def ctx_not_first(value, ctx):
+        pass
+
+    async def only_varargs(*args):
+        pass
+
+    def not_async(ctx):
+        pass
+
+    for fn in (no_ctx, ctx_not_first, only_varargs):
+        with pytest.raises(TypeError, match="must take 'ctx' as its first parameter"):
+            subactor.context(fn)
+    with pytest.raises(TypeError, match='needs an async function'):
+        subactor.context(not_async)
