@@ -42,6 +42,10 @@ class _ChildRecord:
         self.portal: Portal | None = None
         self.listen_addr: Addr | None = None
         self.cancel_requested = False
+        self.handshake_over = (
+            trio.Event()
+        )  # the spawning task is done with it: `portal` is set, or spawn_failed
+        self.spawn_failed = False
         self.gone = trio.Event()  # the child has exited (status known) and its channel is aborted
         self.exited = trio.Event()  # ...and its supervision is over: it is no longer among the children
         self.status: int | None = None
@@ -110,7 +114,7 @@ class ActorNursery:
         for mod in mods:
             if not isinstance(mod, str):
                 raise TypeError(f'enable_modules must hold module names (str), not {mod!r}')
-        rec: _ChildRecord = await self._tn.start(self._run_child, new_uid(name), mods, loglevel)
+        rec = await self._spawn_child(new_uid(name), mods, loglevel)
         assert rec.portal is not None
         return rec.portal
 
@@ -147,13 +151,12 @@ class ActorNursery:
 
     # -- supervision -----------------------------------------------------------------------------------------
 
-    async def _run_child(
-        self,
-        uid: tuple[str, str],
-        enable_modules: list[str],
-        loglevel: str | None,
-        task_status: trio.TaskStatus[_ChildRecord] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
+    async def _spawn_child(
+        self, uid: tuple[str, str], enable_modules: list[str], loglevel: str | None
+    ) -> _ChildRecord:
+        """Start child `uid` and do its handshake in the calling task itself (no task start-up between the call
+        and the portal), with its supervision (`_supervise`) running in the nursery from the spawn on. A failed
+        spawn raises here, bare, once the child is gone and cleaned up."""
         actor = self._actor
         spec = make_spec(
             actor,
@@ -163,37 +166,48 @@ class ActorNursery:
         )
         child, chan = await _dispatch.spawn(self.start_method, uid, actor.bounds)
         rec = _ChildRecord(uid, child, chan)
-        spawn_error: Exception | None = None
+        try:
+            self._tn.start_soon(self._supervise, rec, name=f'supervise:{uid[0]}')
+        except BaseException:
+            chan.abort('spawn failed')
+            await child.hard_kill()
+            child.cleanup()
+            raise
+        try:
+            rec.listen_addr = await parent_handshake(actor, chan, uid, spec, child)
+            rec.portal = Portal(chan, actor)
+            self._children[uid] = rec
+            if rec.listen_addr is not None:
+                await _discovery.register(actor, uid, rec.listen_addr)
+        except BaseException:
+            rec.spawn_failed = True
+            rec.handshake_over.set()
+            chan.abort('spawn failed')
+            with trio.CancelScope(shield=True):
+                await child.hard_kill()
+                await rec.exited.wait()  # _supervise has cleaned up
+            raise
+        # The supervisor wakes (and a warm pool's deferred refill starts) only once the caller, running on with
+        # its portal, reaches a checkpoint.
+        rec.handshake_over.set()
+        return rec
+
+    async def _supervise(self, rec: _ChildRecord) -> None:
+        """The child's life in the nursery: its output and exit watched from the spawn on, its channel served
+        once the handshake is over, its resources released and an unexpected exit reported."""
+        actor, child, chan, uid = self._actor, rec.child, rec.chan, rec.uid
         try:
             async with trio.open_nursery() as io:
                 io.start_soon(child.pump_output)
                 # From the start: a child that dies mid-handshake must end the handshake's reads at once.
                 io.start_soon(_watch_exit, rec)
-                try:
-                    rec.listen_addr = await parent_handshake(actor, chan, uid, spec, child)
-                    io.start_soon(_serve_until_exit, actor, chan)
-                    rec.portal = Portal(chan, actor)
-                    self._children[uid] = rec
-                    if rec.listen_addr is not None:
-                        await _discovery.register(actor, uid, rec.listen_addr)
-                except BaseException as exc:
-                    chan.abort('spawn failed')
-                    await child.hard_kill()
-                    if not isinstance(exc, Exception):
-                        raise
-                    # Raised below, outside `io`, so start_actor() raises it bare, not in an exception group.
-                    spawn_error = exc
-                    io.cancel_scope.cancel()
-                if spawn_error is None:
-                    task_status.started(rec)
-                    with trio.CancelScope(shield=True):
-                        # Deferred work (a warm pool's refill) waits until the caller has run with its portal:
-                        # started() made it runnable, and two checkpoints outlast the one batch it runs in.
-                        await trio.lowlevel.checkpoint()
-                        await trio.lowlevel.checkpoint()
+                with trio.CancelScope(shield=True):
+                    await rec.handshake_over.wait()
+                    if not rec.spawn_failed:
+                        io.start_soon(_serve_until_exit, actor, chan)
                         child.spawn_complete()
-                        await rec.gone.wait()
-                        io.cancel_scope.cancel()
+                    await rec.gone.wait()
+                    io.cancel_scope.cancel()
         finally:
             rec.exited.set()
             self._children.pop(uid, None)
@@ -203,9 +217,7 @@ class ActorNursery:
             with trio.CancelScope(shield=True):
                 await _discovery.unregister(actor, uid)
             remove_socket_file(rec.listen_addr)
-        if spawn_error is not None:
-            raise spawn_error
-        if child.abandoned:
+        if rec.spawn_failed or child.abandoned:
             return
         if not (rec.cancel_requested or (rec.portal is not None and rec.portal.cancel_requested)):
             self._fail(
