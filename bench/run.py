@@ -46,15 +46,16 @@ def environment() -> dict[str, object]:
     }
 
 
-# Separate benchmarks run after the table on request, each in its own process: flag -> (script, --quick args).
+# Separate benchmarks run after the table on request, each in its own process:
+# flag -> (script, its arguments under --quick, what it measures).
 EXTRA_BENCHES = {
-    'driver': ('bench_driver.py', ['--rounds-1', '20', '--rounds-32', '2']),
-    'floor': ('bench_floor.py', ['--rounds', '3', '--pings', '1000']),
+    'driver': ('bench_driver.py', ['--rounds-1', '20', '--rounds-32', '2'], 'the native driver alone'),
+    'floor': ('bench_floor.py', ['--rounds', '3', '--pings', '1000'], 'bare trio echo: process vs subint'),
 }
 
 
 def run_extra_bench(name: str, quick: bool) -> int:
-    script, quick_args = EXTRA_BENCHES[name]
+    script, quick_args, _ = EXTRA_BENCHES[name]
     cmd = [sys.executable, str(BENCH_DIR / script), *(quick_args if quick else [])]
     print(f'==> {" ".join(cmd)}', file=sys.stderr, flush=True)
     return subprocess.run(cmd, check=False).returncode
@@ -92,14 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         '--json', type=Path, default=BENCH_DIR / 'results' / 'latest.json', help='where to write the results'
     )
     parser.add_argument('--only', help=f'comma-separated steps to run: {", ".join(steps)}')
-    parser.add_argument(
-        '--driver', action='store_true', help='then run bench/bench_driver.py (native driver)'
-    )
-    parser.add_argument(
-        '--floor',
-        action='store_true',
-        help='then run bench/bench_floor.py (bare trio echo: process vs subint)',
-    )
+    for name, (script, _, what) in EXTRA_BENCHES.items():
+        parser.add_argument(f'--{name}', action='store_true', help=f'then run bench/{script} ({what})')
     parser.add_argument('--verbose', action='store_true', help="show the runtime's warnings (kills)")
     args = parser.parse_args(argv)
 
