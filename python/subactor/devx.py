@@ -267,17 +267,11 @@ def _idle_trio_threads() -> set[int]:
 
 def _warm_pool() -> tuple[list[Any], set[int]]:
     """The subint warm pool's idle handles, and the descriptors they hold in this process (both ends of each
-    control socket, each handle's exit fd: all live by design)."""
+    control socket, each handle's done and exit fds, a ready one's idle loop: all live by design)."""
     pool = getattr(sys.modules.get('subactor._spawn._warm_pool'), '_pool', None)
     if pool is None:
         return [], set()
-    handles, fds = pool.handles(), set(pool.held_fds())
-    for handle in handles:  # each handle's done fd too (held_fds() names the exit fd)
-        try:
-            fds.add(handle.done_fd)
-        except RuntimeError:  # closed meanwhile
-            pass
-    return handles, fds
+    return pool.handles(), set(pool.held_fds())
 
 
 def _settle_warm_pool(timeout: float) -> bool:

@@ -306,13 +306,13 @@ class _WarmPool:
             select.select([e.control for e in warming], [], [], left)
 
     def held_fds(self) -> set[int]:
-        """Descriptors the idle interpreters hold in this process (both control ends, the exit fds, and the
-        epoll and wake-up sockets of each ready one's waiting trio loop)."""
+        """Descriptors the idle interpreters hold in this process (both control ends, the done and exit fds, and
+        the epoll and wake-up sockets of each ready one's waiting trio loop)."""
         fds = set()
         for entry in self._idle:
             fds.update((entry.control.fileno(), entry.child_control_fd, *entry.loop_fds))
             try:
-                fds.add(entry.handle.exit_fd)
+                fds.update((entry.handle.done_fd, entry.handle.exit_fd))
             except RuntimeError:  # closed meanwhile
                 pass
         return fds
@@ -324,7 +324,7 @@ class _WarmPool:
         """Drop an interpreter that closed its control socket before it was ready, and say why it failed."""
         entry.control.close()
         with trio.move_on_after(_DISCARD_JOIN_TIMEOUT):
-            await trio.lowlevel.wait_readable(entry.handle.exit_fd)
+            await trio.lowlevel.wait_readable(entry.handle.done_fd)  # its outcome is known from then on
         outcome = entry.handle.outcome
         log.warning(
             'a warm-pool interpreter (%s) ended before it was ready: %s',
