@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import trio
+import trio.testing
 
 import subactor
 from actors import basic, finalization, stuck
@@ -189,6 +190,7 @@ def warm_pool_size():
 @actor_test
 async def test_spawning_faster_than_the_pool_refills_still_works(warm_pool_size):
     warm_pool_size(2)
+    await subactor.wait_warm_pool_ready(timeout=60)
     infos = []
     async with subactor.open_nursery() as an:
 
@@ -213,8 +215,7 @@ async def test_spawning_faster_than_the_pool_refills_still_works(warm_pool_size)
 @actor_test
 async def test_warm_pool_reports_readiness_and_refills_after_the_handshake(warm_pool_size):
     warm_pool_size(2)
-    status = subactor.warm_pool_status()
-    assert (status.size, status.ready + status.warming) == (2, 2)
+    assert subactor.warm_pool_status() == subactor.WarmPoolStatus(size=2, ready=0, warming=1)  # one at a time
     await subactor.wait_warm_pool_ready(timeout=60)
     assert subactor.warm_pool_status() == subactor.WarmPoolStatus(size=2, ready=2, warming=0)
     async with subactor.open_nursery() as an:
@@ -227,6 +228,32 @@ async def test_warm_pool_reports_readiness_and_refills_after_the_handshake(warm_
         await subactor.wait_warm_pool_ready(timeout=60)
         assert subactor.warm_pool_status().ready == 2
         await portal.cancel_actor()
+
+
+@actor_test
+async def test_pool_warms_one_interpreter_at_a_time(warm_pool_size, monkeypatch):
+    """Each pooled interpreter starts only once the previous one is ready: concurrent imports would only share
+    the GIL among themselves and the application's loop, readying none of them sooner."""
+    from subactor._spawn import _warm_pool
+
+    driver = _driver()
+    warming_when_spawned = []
+    real_spawn = driver.spawn
+
+    def spawn(code, **kwargs):
+        if kwargs.get('name') == 'subint-warm' and _warm_pool._pool is not None:
+            warming_when_spawned.append(sum(e.check_ready() is False for e in _warm_pool._pool._idle))
+        return real_spawn(code, **kwargs)
+
+    monkeypatch.setattr(driver, 'spawn', spawn)
+    warm_pool_size(3)
+    pool = _warm_pool._pool
+    # Nobody calls into the pool meanwhile: its own refill task starts each next one (else this never ends).
+    while len(pool._idle) < 3 or not all(e.ready for e in pool._idle):
+        await pool._idle[-1].wait_ready()
+        await trio.testing.wait_all_tasks_blocked()
+    assert warming_when_spawned == [0, 0, 0]
+    assert subactor.warm_pool_status() == subactor.WarmPoolStatus(size=3, ready=3, warming=0)
 
 
 @actor_test

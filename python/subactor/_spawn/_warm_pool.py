@@ -9,9 +9,13 @@
 # - The parent learns readiness by reading that line: without waiting (`status()`), with trio
 #   (`wait_ready()`) or blocking (`settle()`, for code outside trio such as the leak gate). Nothing polls.
 # - Refill is deferred: taking an interpreter does not start its replacement, because a replacement's import
-#   (~150 ms of shared-GIL time) would compete with the very handshake the pool exists to speed up. The pool
+#   (~120 ms of shared-GIL time) would compete with the very handshake the pool exists to speed up. The pool
 #   refills when the last warm spawn in flight has handed its portal to the caller, or at once when a spawn
 #   finds it empty (that spawn is cold anyway). Spawning faster than the pool refills just means cold spawns.
+# - One interpreter warms at a time: N imports at once would leave the application's own loop about 1/(N+1)
+#   of the shared GIL (each importer holds it for the 5 ms switch interval in turn) and make none of them ready
+#   sooner; one at a time leaves it half and readies the first after one import. Within a trio run a system
+#   task starts the next when one is ready; outside one (the pool outlives trio.run), the next fill() does.
 # - Only the root interpreter keeps a pool by default; each pooled interpreter serves exactly one actor.
 from __future__ import annotations
 
@@ -164,7 +168,8 @@ async def _read_assignment(control_fd: int) -> tuple[int, str, str, int] | None:
 @dataclasses.dataclass(frozen=True)
 class WarmPoolStatus:
     """The warm pool at one moment: its target `size`, interpreters `ready` to serve a spawn at once, and those
-    still `warming` (importing). `ready + warming` is below `size` while a refill is deferred."""
+    still `warming` (importing: at most one at a time). `ready + warming` is below `size` while the pool fills
+    or a refill is deferred."""
 
     size: int
     ready: int
@@ -174,7 +179,7 @@ class WarmPoolStatus:
 class _Pooled:
     """One idle pooled interpreter: its driver handle and our end of its control socket."""
 
-    __slots__ = ('_line', 'child_control_fd', 'control', 'handle', 'loop_fds', 'ready')
+    __slots__ = ('_line', '_watched', 'child_control_fd', 'control', 'handle', 'loop_fds', 'ready')
 
     def __init__(self, handle: Any, control: socket.socket, child_control_fd: int) -> None:
         self.handle = handle
@@ -183,6 +188,7 @@ class _Pooled:
         self.ready = False
         self.loop_fds: tuple[int, ...] = ()  # what its waiting trio loop holds (from its readiness line)
         self._line = b''
+        self._watched: trio.Event | None = None  # set when the task waiting on `control` stops waiting
 
     def check_ready(self) -> bool | None:
         """Read its readiness line if it is there: True (ready), False (not yet), None (it ended instead)."""
@@ -205,9 +211,18 @@ class _Pooled:
         return True
 
     async def wait_ready(self) -> bool:
-        """Sleep until it is ready (True) or has ended (False)."""
+        """Sleep until it is ready (True) or has ended (False). Any number of tasks may wait: one waits on the
+        socket (trio allows one waiter per fd), the others on it."""
         while (state := self.check_ready()) is False:
-            await trio.lowlevel.wait_readable(self.control)
+            if self._watched is not None:
+                await self._watched.wait()
+                continue
+            self._watched = trio.Event()
+            try:
+                await trio.lowlevel.wait_readable(self.control)
+            finally:
+                watched, self._watched = self._watched, None
+                watched.set()
         return bool(state)
 
     def assign(self, channel_fd: int, name: str, uuid: str, kill_fd: int) -> None:
@@ -231,22 +246,49 @@ class _WarmPool:
         self.size = size
         self._idle: collections.deque[_Pooled] = collections.deque()
         self._in_flight = 0  # warm spawns taken whose portal is not yet with the caller
+        self._warming: _Pooled | None = None  # the one interpreter importing now (one at a time)
+        self._closed = False
 
     def fill(self) -> None:
+        """Start the next interpreter if the pool is short and none is warming: one import at a time. Inside a
+        trio run a system task starts the next one when this one is ready; elsewhere the next call does."""
         from .. import _driver
 
-        while len(self._idle) < self.size:
-            control, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            child_fd = child_end.detach()  # the interpreter owns (and closes) it from here on
-            try:
-                handle = _driver.spawn(
-                    _WARM_BOOTSTRAP.format(control_fd=child_fd, sys_path=_sys_path()), name='subint-warm'
-                )
-            except BaseException:
-                control.close()
-                os.close(child_fd)
-                raise
-            self._idle.append(_Pooled(handle, control, child_fd))
+        if self._closed:
+            return
+        if self._warming is not None:
+            if self._warming.check_ready() is False:
+                return
+            self._warming = None
+        if len(self._idle) >= self.size:
+            return
+        control, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        child_fd = child_end.detach()  # the interpreter owns (and closes) it from here on
+        try:
+            handle = _driver.spawn(
+                _WARM_BOOTSTRAP.format(control_fd=child_fd, sys_path=_sys_path()), name='subint-warm'
+            )
+        except BaseException:
+            control.close()
+            os.close(child_fd)
+            raise
+        entry = self._warming = _Pooled(handle, control, child_fd)
+        self._idle.append(entry)
+        if trio.lowlevel.in_trio_run():
+            trio.lowlevel.spawn_system_task(self._fill_when_ready, entry, name='subint warm-pool refill')
+
+    async def _fill_when_ready(self, entry: _Pooled) -> None:
+        """Once `entry` is ready (or has ended: replaced), start the next one, unless a warm spawn is in
+        flight (its completion refills) or the pool closed."""
+        try:
+            ready = await entry.wait_ready()
+            if not ready and entry in self._idle:  # else take() has it, or the pool closed
+                self._idle.remove(entry)
+                await self._discard(entry)
+            if self._in_flight == 0:
+                self.fill()
+        except Exception:  # a system task must not raise (it would end the whole run); the next fill() retries
+            log.warning('the subint warm pool could not start its next interpreter', exc_info=True)
 
     def status(self) -> WarmPoolStatus:
         states = [entry.check_ready() for entry in self._idle]
@@ -286,12 +328,12 @@ class _WarmPool:
         while True:
             self.fill()
             ended = [entry for entry in list(self._idle) if not await entry.wait_ready()]
-            if not ended:
-                return
             for entry in ended:
                 if entry in self._idle:
                     self._idle.remove(entry)
                     await self._discard(entry)
+            if not ended and (self._closed or len(self._idle) >= self.size):
+                return
 
     def settle(self, timeout: float) -> bool:
         """Block (outside trio) until every idle interpreter is ready or `timeout` passes; True if settled."""
@@ -335,6 +377,7 @@ class _WarmPool:
 
     def close(self, timeout: float) -> None:
         """Release every idle interpreter (EOF on its control socket ends it) and join them within `timeout`."""
+        self._closed = True
         idle, self._idle = self._idle, collections.deque()
         for entry in idle:
             entry.control.close()
