@@ -42,9 +42,8 @@ class _ChildRecord:
         self.portal: Portal | None = None
         self.listen_addr: Addr | None = None
         self.cancel_requested = False
-        self.handshake_over = (
-            trio.Event()
-        )  # the spawning task is done with it: `portal` is set, or spawn_failed
+        # The spawning task is done with it: `portal` is set, or `spawn_failed`.
+        self.handshake_over = trio.Event()
         self.spawn_failed = False
         self.gone = trio.Event()  # the child has exited (status known) and its channel is aborted
         self.exited = trio.Event()  # ...and its supervision is over: it is no longer among the children

@@ -226,8 +226,11 @@ class _Pooled:
         return bool(state)
 
     def assign(self, channel_fd: int, name: str, uuid: str, kill_fd: int) -> None:
-        self.control.sendall(f'{channel_fd}\x00{name}\x00{uuid}\x00{kill_fd}\n'.encode())
-        self.control.close()
+        """Tell it what to serve; our end of the control socket is closed either way."""
+        try:
+            self.control.sendall(f'{channel_fd}\x00{name}\x00{uuid}\x00{kill_fd}\n'.encode())
+        finally:
+            self.control.close()
 
     def release(self, timeout: float) -> bool:
         """End it unassigned (EOF on its control socket) and join it within `timeout`; True if it ended. A handle
@@ -287,7 +290,9 @@ class _WarmPool:
                 await self._discard(entry)
             if self._in_flight == 0:
                 self.fill()
-        except Exception:  # a system task must not raise (it would end the whole run); the next fill() retries
+        except (
+            Exception
+        ):  # a system task must not raise (it would end the whole run); the next fill() retries
             log.warning('the subint warm pool could not start its next interpreter', exc_info=True)
 
     def status(self) -> WarmPoolStatus:
