@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <initializer_list>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -36,11 +37,6 @@ if threading is not None:
     for t in threading.enumerate():
         if t is not me and t is not main and not isinstance(t, threading._DummyThread):
             t.join()
-for stream in (sys.stdout, sys.stderr):
-    try:
-        stream.flush()
-    except Exception:
-        pass
 )";
 
 // Runs after every other thread is gone, inside the interpreter, in a scratch namespace: the interpreter's
@@ -48,8 +44,13 @@ for stream in (sys.stdout, sys.stderr):
 // _run_exitfuncs() reports a failing callback as unraisable, goes on, and clears the list afterwards, so
 // Py_EndInterpreter finds nothing left to run (C-level PyUnstable_AtExit callbacks stay with it).
 constexpr char kAtexit[] = R"(
-import atexit, sys
+import atexit
 atexit._run_exitfuncs()
+)";
+
+// Runs after each snippet above: what the actor's threads or atexit callbacks printed reaches the fds now.
+constexpr char kFlushStdio[] = R"(
+import sys
 for stream in (sys.stdout, sys.stderr):
     try:
         stream.flush()
@@ -414,16 +415,19 @@ void Interpreter::Run() {
 }
 
 void Interpreter::RunEpilogueSnippet(const char* code, const char* filename, const char* failing_to) {
-  // An interrupt raised into this thread while the snippet runs breaks it: run it again (the snippets are
-  // idempotent: joining threads, and atexit, whose list is cleared once its last callback ran, so none runs
-  // twice). A genuine error is reported and the caller's next step takes over.
-  for (;;) {
-    if (Exec(code, filename, /*in_main=*/false)) return;
-    if (PyErr_ExceptionMatches(PyExc_Exception)) {
-      PyErr_FormatUnraisable("Exception ignored while %s of %s", failing_to, name_.c_str());
-      return;
+  // An interrupt raised into this thread while a snippet runs breaks it: run it again (the snippets are
+  // idempotent: joining threads, atexit, whose list is cleared once its last callback ran, so none runs
+  // twice, and flushing). A genuine error is reported and the caller's next step takes over. The standard
+  // streams are flushed after `code` either way.
+  for (const char* snippet : {code, kFlushStdio}) {
+    for (;;) {
+      if (Exec(snippet, filename, /*in_main=*/false)) break;
+      if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_FormatUnraisable("Exception ignored while %s of %s", failing_to, name_.c_str());
+        break;
+      }
+      PyErr_Clear();
     }
-    PyErr_Clear();
   }
 }
 

@@ -169,3 +169,28 @@ def test_bad_exit_timeout_is_refused_clearly(value):
         f"ValueError: SUBACTOR_EXIT_JOIN_TIMEOUT must be a number of seconds >= 0, not '{value}'"
         in proc.stderr
     )
+
+
+PRINTER = """
+import atexit, threading
+threading.Thread(target=print, args=('from a thread',)).start()
+atexit.register(print, 'from atexit')
+"""
+
+
+def test_what_threads_and_atexit_callbacks_print_is_out_before_done():
+    """The parent told 'done' can read all the actor printed: the worker flushes the interpreter's standard
+    streams after joining its threads and after its atexit callbacks, before finalizing it."""
+    proc, _ = _run(
+        f"""
+        import select
+        h = driver.spawn({PRINTER!r}, name='printer')
+        assert select.select([h.done_fd], [], [], 30)[0]
+        os.write(1, b'parent saw done\\n')
+        assert h.join(30) and h.outcome.ok
+        h.close()
+        """,
+        extra_env={'PYTHONUNBUFFERED': ''},  # block-buffered streams on the pipe, as without a terminal
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ['from a thread', 'from atexit', 'parent saw done'], proc.stdout
