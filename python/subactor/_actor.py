@@ -126,10 +126,11 @@ class Actor:
         parent_chan: Channel | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run the actor until cancelled: listen (unless `open_listener()` already did), accept peers, serve the
-        parent channel."""
-        if self._listener is None:
-            await self.open_listener(bind_addr)
+        """Run the actor until cancelled: listen, accept peers, serve the parent channel."""
+        if bind_addr is None:
+            bind_addr = _ipc.default_bind_addr(self.transport, self.name, self.uid[1])
+        self._listener = await _ipc.listen(bind_addr)
+        self.listen_addr = self._listener.addr
         try:
             async with trio.open_nursery() as service:
                 self._service = service
@@ -144,14 +145,6 @@ class Actor:
             await self._listener.aclose()
             if self._registrar_chan is not None:
                 self._registrar_chan.abort('actor exiting')
-
-    async def open_listener(self, bind_addr: Addr | None = None) -> None:
-        """Bind this actor's listener (sets `listen_addr`); `serve()`, which must follow, accepts on it and
-        closes it."""
-        if bind_addr is None:
-            bind_addr = _ipc.default_bind_addr(self.transport, self.name, self.uid[1])
-        self._listener = await _ipc.listen(bind_addr)
-        self.listen_addr = self._listener.addr
 
     def shutdown_soon(self) -> None:
         """Stop serving: ends `serve()` (its nursery is cancelled)."""
