@@ -58,6 +58,14 @@ for stream in (sys.stdout, sys.stderr):
         pass
 )";
 
+// Runs last before Py_EndInterpreter: objects that gc.freeze() moved to the permanent generation (the runtime
+// freezes what its start-up imported; user code may freeze too) are left out of every collection, ending's
+// included, so ending with them frozen leaks them all (~11 MiB per interpreter with trio imported).
+constexpr char kThawFrozenObjects[] = R"(
+import gc
+gc.unfreeze()
+)";
+
 // Makes an eventfd readable (the counter goes from 0 to 1; nobody reads it back).
 void Signal(int fd) {
   const uint64_t one = 1;
@@ -407,6 +415,9 @@ void Interpreter::Run() {
   PyThreadState* detached = PyEval_SaveThread();
   const auto turn = FinalizeGate::Get().Enter(gil_locked);
   PyEval_RestoreThread(detached);
+  if (!Exec(kThawFrozenObjects, "<subactor thaw>", /*in_main=*/false)) {
+    PyErr_FormatUnraisable("Exception ignored while thawing the frozen objects of %s", name_.c_str());
+  }
   _PyInterpreterState_SetNotRunningMain(interp);
   Py_EndInterpreter(tstate);  // returns with no thread state and the GIL released
   FinalizeGate::Get().Leave(turn);

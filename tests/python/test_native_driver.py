@@ -351,6 +351,25 @@ def test_threads_of_the_interpreter_finish_before_it_ends(pipe):
     assert select.select([r], [], [], 0)[0] == [r], 'the interpreter ended before its thread did'
 
 
+def test_objects_frozen_by_the_interpreter_are_collected_when_it_ends(pipe):
+    """gc.freeze() takes objects out of every collection, Py_EndInterpreter's included: the driver thaws them
+    first, or ending leaks them (the runtime freezes what its start-up imported)."""
+    r, w = pipe
+    code = (
+        'import gc, os\n'
+        'class Cycle:\n'
+        f'    def __del__(self, write=os.write):\n'
+        f"        write({w}, b'x')\n"
+        'c = Cycle()\n'
+        'c.me = c\n'
+        'del c\n'
+        'gc.freeze()\n'
+    )
+    handle = driver.spawn(code)
+    assert handle.join(10) and handle.outcome.ok
+    assert select.select([r], [], [], 0)[0] == [r], 'the frozen cycle was never collected'
+
+
 def test_shutdown_interrupts_joins_and_returns_the_stuck(pipe):
     r, w = pipe
     busy_r, busy_w = os.pipe()

@@ -68,11 +68,12 @@ async def test_an_cancel_ends_children_and_refuses_new_ones():
 
 @actor_test
 async def test_child_starts_with_the_garbage_collector_on():
-    """Start-up imports run with the collector paused (they make no cycles worth collecting): it is back on
-    before the actor serves."""
+    """Start-up imports run with the collector paused and what they built is frozen afterwards (no collection
+    walks it again): the collector is back on, collecting the actor's own garbage, before the actor serves."""
     async with subactor.open_nursery() as an:
         portal = await an.start_actor('collected', enable_modules=['actors.basic'])
-        assert await portal.run(basic.runtime_state) == {'gc_enabled': True}
+        state = await portal.run(basic.runtime_state)
+        assert state == {'gc_enabled': True, 'user_cycle_collected': True, 'runtime_frozen': True}
         await portal.cancel_actor()
 
 

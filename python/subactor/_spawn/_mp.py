@@ -126,7 +126,11 @@ class _StderrTail:
 
 def _child_entry(sock_path: str, uid: tuple[str, str], method: str, tail_path: str) -> None:
     """Runs in the child process: connect to the parent's one-shot socket and serve as an actor."""
+    import gc
+
     from .._entry import run_child_from_fd
+
+    gc.freeze()  # as _child.main does: the runtime imported (to unpickle this call) is out of every collection
 
     if sys.stderr is not None:
         sys.stderr = _StderrTail(sys.stderr, tail_path)

@@ -38,11 +38,12 @@ _COLD_BOOTSTRAP = """\
 import gc as _gc, os as _os, sys as _sys
 _sys.path[:0] = [_p for _p in {sys_path!r} if _p not in _sys.path]
 _fd, _kill = _os.dup({fd}), _os.dup({kill_fd})
-_gc.disable()  # importing the runtime leaves no cycles worth collecting: ~7% of a cold start saved
+_gc.disable()  # see _child.main: no collections while importing the runtime, what it built frozen afterwards
 try:
     from subactor import _entry
     from subactor._spawn._subint import child_bootstrap
 finally:
+    _gc.freeze()
     _gc.enable()
 child_bootstrap(_fd, {name!r}, {uuid!r}, _kill)
 """

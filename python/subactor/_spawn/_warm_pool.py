@@ -62,7 +62,7 @@ def serve_pooled(control_fd: int) -> None:
     assignment and then serves as that actor (or ends quietly if the pool closed)."""
     import gc
 
-    gc.disable()  # importing the runtime leaves no cycles worth collecting
+    gc.disable()  # see _child.main: no collections while importing the runtime, what it built frozen afterwards
     try:
         warm_imports()
         from .. import _entry
@@ -71,6 +71,7 @@ def serve_pooled(control_fd: int) -> None:
         os.close(control_fd)
         raise
     finally:
+        gc.freeze()
         gc.enable()
     code = _entry.run_child(_pooled_main, control_fd, interp_id=current_interp_id())
     if code:

@@ -100,7 +100,18 @@ def mark_this_interpreter(value):
 
 
 def runtime_state():
-    """What an actor's start-up must leave as a user expects it: the garbage collector on."""
+    """What an actor's start-up must leave as a user expects it: the garbage collector on, collecting what the
+    actor makes; the runtime's own start-up objects frozen out of the collections."""
     import gc
 
-    return {'gc_enabled': gc.isenabled()}
+    class Cycle:
+        pass
+
+    cycle = Cycle()
+    cycle.me = cycle
+    del cycle
+    return {
+        'gc_enabled': gc.isenabled(),
+        'user_cycle_collected': gc.collect() >= 1,
+        'runtime_frozen': gc.get_freeze_count() > 10_000,
+    }
