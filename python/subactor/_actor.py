@@ -395,7 +395,7 @@ class Actor:
         with trio.CancelScope(shield=True), trio.move_on_after(self.bounds.task_cancel_timeout):
             try:
                 try:
-                    await chan.send(final)
+                    await chan.send(final, then_park=True)  # this task ends next
                 except MessageEncodeError as exc:
                     await chan.send(Error(final.cid, pack_error(exc, local_uid=self.uid)))
             except TransportClosed:

@@ -71,7 +71,9 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
             # Serving first, Ready last: sending is then the last thing this loop does before it sleeps, so the
             # parent, woken by it, finds the shared GIL free instead of waiting out our start-up.
             await nursery.start(functools.partial(actor.serve, parent_chan=chan))
-            await chan.send_many(our_hello, Ready(list(actor.listen_addr) if actor.listen_addr else None))
+            await chan.send_many(
+                our_hello, Ready(list(actor.listen_addr) if actor.listen_addr else None), then_park=True
+            )
     finally:
         _state.set_current(None)
         await chan.aclose()

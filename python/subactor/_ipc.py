@@ -78,24 +78,63 @@ class Channel:
             )
         return _HEADER.pack(len(payload)) + payload
 
-    async def send(self, msg: Msg) -> None:
+    async def send(self, msg: Msg, *, then_park: bool = False) -> None:
+        """Send `msg`; a checkpoint. `then_park`: the caller parks (or ends) right after this, and that is its
+        schedule point: a write that completes at once is not followed by a yield of its own."""
         frame = self.encode(msg)
-        await self.send_frame(frame)
+        await self.send_frame(frame, then_park=then_park)
 
-    async def send_many(self, *msgs: Msg) -> None:
+    async def send_many(self, *msgs: Msg, then_park: bool = False) -> None:
         """Send `msgs` in order as one write (a peer on another thread of this process wakes once for them)."""
         frames = b''.join([self.encode(msg) for msg in msgs])
-        await self.send_frame(frames)
+        await self.send_frame(frames, then_park=then_park)
 
-    async def send_frame(self, frame: bytes) -> None:
+    async def send_frame(self, frame: bytes, *, then_park: bool = False) -> None:
+        # Every scheduler pass on a round trip's path is latency, and under a subinterpreter's shared GIL so is
+        # every pass after the write: the peer's thread, woken by it, waits for the GIL until this loop sleeps.
+        # trio's lock and socket each yield once per send; here an uncontended send yields once, after the
+        # write (none with `then_park`), and a contended one queues behind the lock in FIFO order.
         if self._closed_reason is not None:
             raise TransportClosed(f'cannot send on {self!r}')
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            lock.acquire_nowait()
         try:
-            async with self._send_lock:
-                await self._stream.send_all(frame)
+            waited = await self._write(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._mark_closed(f'send failed: {exc!r}')
             raise TransportClosed(f'{self!r}: {exc}') from None
+        finally:
+            lock.release()
+        if not (waited or then_park):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _write(self, frame: bytes) -> bool:
+        """Write all of `frame`, waiting for room when the socket is full; whether it had to wait. Cancelled
+        part-way through a frame, the channel cannot be used again (the peer would read half a frame): it is
+        closed."""
+        sock = self._stream.socket
+        view = memoryview(frame)
+        waited = False
+        try:
+            while view:
+                if sock.fileno() == -1:
+                    raise trio.ClosedResourceError('the socket was closed')
+                try:
+                    sent = os.write(sock.fileno(), view)
+                except BlockingIOError:
+                    waited = True
+                    await trio.lowlevel.wait_writable(sock)
+                    continue
+                view = view[sent:]
+        except trio.Cancelled:
+            if len(view) < len(frame):
+                self.abort('cancelled part-way through writing a frame')
+            raise
+        return waited
 
     async def recv(self) -> Msg:
         """The next message; raises TransportClosed at EOF, after abort or on a protocol error."""

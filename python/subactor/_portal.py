@@ -75,7 +75,7 @@ class Portal:
     async def run_from_ns(self, ns: str, func: str, **kwargs: Any) -> Any:
         ctx = self._actor.open_caller_context(self.channel, f'{ns}.{func}')
         try:
-            await self.channel.send(Start(ctx.cid, ns, func, kwargs, 'run'))
+            await self.channel.send(Start(ctx.cid, ns, func, kwargs, 'run'), then_park=True)
             try:
                 return await ctx.wait_for_result()
             except trio.Cancelled:

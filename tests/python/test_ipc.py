@@ -202,6 +202,72 @@ async def test_send_many_writes_the_messages_in_order_as_one_write():
     peer.close()
 
 
+def _small_buffers(chan, peer):
+    chan._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+@actor_test(root=False)
+async def test_send_is_a_checkpoint_and_then_park_skips_only_the_yield():
+    chan, peer = channel_pair()
+    peer.setblocking(False)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await chan.send(_msg.Stop('never'), then_park=True)  # cancelled before writing
+    with pytest.raises(BlockingIOError):
+        peer.recv(1 << 16)
+
+    ran: list[str] = []
+
+    async def other_task() -> None:
+        ran.append('other task')
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        await chan.send(_msg.Stop('b'), then_park=True)
+        assert ran == []  # no schedule point: the write went out at once and nothing else ran
+        with trio.testing.assert_checkpoints():  # a plain send is a schedule point too
+            await chan.send(_msg.Stop('c'))
+    codec = _msg.Codec()
+    assert peer.recv(1 << 16) == frame(codec.encode(_msg.Stop('b'))) + frame(codec.encode(_msg.Stop('c')))
+    await chan.aclose()
+    peer.close()
+
+
+@actor_test(root=False)
+async def test_sends_wait_for_room_and_keep_their_order_when_the_socket_is_full():
+    chan, peer = channel_pair()
+    _small_buffers(chan, peer)
+    payloads = [bytes([i]) * 50_000 for i in range(3)]
+    peer_chan = _ipc.Channel(trio.SocketStream(trio.socket.from_stdlib_socket(peer)))
+    async with trio.open_nursery() as nursery:
+        for i, payload in enumerate(payloads):
+            nursery.start_soon(chan.send, _msg.Yield(str(i), payload))
+            await trio.testing.wait_all_tasks_blocked()  # each queues behind the one before it
+        got = [await peer_chan.recv() for _ in payloads]
+    assert [(m.cid, m.value) for m in got] == [(str(i), p) for i, p in enumerate(payloads)]
+    await chan.aclose()
+    await peer_chan.aclose()
+
+
+@actor_test(root=False)
+async def test_a_send_cancelled_part_way_through_a_frame_closes_the_channel():
+    """The peer must never read half a frame followed by the next one: the channel closes instead."""
+    chan, peer = channel_pair()
+    _small_buffers(chan, peer)
+    with trio.move_on_after(0.05) as scope:
+        await chan.send(_msg.Yield('big', b'x' * 1_000_000))  # the peer never reads: blocks part-way
+    assert scope.cancelled_caught
+    assert chan.closed
+    with pytest.raises(subactor.TransportClosed):
+        await chan.send(_msg.Stop('next'))
+    peer_chan = _ipc.Channel(trio.SocketStream(trio.socket.from_stdlib_socket(peer)))
+    with pytest.raises(subactor.TransportClosed):
+        await peer_chan.recv()  # a partial frame, then EOF
+    await peer_chan.aclose()
+
+
 def test_error_boxing_round_trip_and_relay():
     try:
         raise KeyError('lost')

@@ -92,7 +92,7 @@ async def parent_handshake(
     """
     try:
         with trio.fail_after(actor.bounds.handshake_timeout):
-            await chan.send_many(actor.hello(), spec)
+            await chan.send_many(actor.hello(), spec, then_park=True)
             child.begin()
             hello = await chan.recv()
             if not isinstance(hello, Hello) or tuple(hello.uid) != uid:
