@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextvars
 import importlib
 import inspect
+import itertools
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -96,6 +98,9 @@ class Actor:
         self._exposed: set[str] = set(self.enable_modules) | INTERNAL_MODULES
         self._service: trio.Nursery | None = None
         self._rpc_tasks: dict[tuple[int, str], _RpcTask] = {}
+        # Context ids this actor opens: a counter, tagged with this actor's uid so the peer's own ids on a
+        # shared channel never collide with them (both sides' contexts live in one table per channel).
+        self._next_cid = itertools.count(1).__next__
         self._rpc_idle = trio.lowlevel.ParkingLot()
         self._cancel_requested_by: tuple[str, str] | None = None
         self._cancel_called = False
@@ -291,7 +296,9 @@ class Actor:
     def open_caller_context(self, chan: Channel, fn_name: str) -> Context:
         if chan.closed:
             raise TransportClosed(f'{chan!r} is closed')
-        ctx = Context(chan, uuid.uuid4().hex, side='caller', local_uid=self.uid, fn_name=fn_name)
+        ctx = Context(
+            chan, f'{self._next_cid()}.{self.uid[1]}', side='caller', local_uid=self.uid, fn_name=fn_name
+        )
         chan.ctxs[ctx.cid] = ctx
         return ctx
 
@@ -312,7 +319,7 @@ class Actor:
                 f'module {ns!r} is not enabled in actor {self.name!r}; '
                 f'start it with enable_modules=[{ns!r}] (enabled: {sorted(self.enable_modules)})'
             )
-        mod = importlib.import_module(ns)
+        mod = sys.modules.get(ns) or importlib.import_module(ns)
         fn = getattr(mod, func, None)
         if fn is None or not callable(fn):
             raise ModuleNotExposed(f'module {ns!r} has no function {func!r} (in actor {self.name!r})')
@@ -392,7 +399,8 @@ class Actor:
     async def _send_final(self, chan: Channel, final: Return | Error) -> None:
         if chan.closed:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(self.bounds.task_cancel_timeout):
+        # Shielded from the task's cancellation, bounded by its own deadline (one scope: this is every call's path).
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.bounds.task_cancel_timeout):
             try:
                 try:
                     await chan.send(final, then_park=True)  # this task ends next

@@ -144,9 +144,28 @@ class Channel:
             await self._fill()
         return self._ready.popleft()
 
+    async def _read(self) -> bytes:
+        """The next bytes from the socket, waiting until some arrive; a checkpoint (a read that finds bytes
+        waiting yields afterwards, as a send that needs no wait does)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sock = self._stream.socket
+        waited = False
+        while True:
+            if sock.fileno() == -1:
+                raise trio.ClosedResourceError('the socket was closed')
+            try:
+                data = os.read(sock.fileno(), _READ_SIZE)
+                break
+            except BlockingIOError:
+                waited = True
+                await trio.lowlevel.wait_readable(sock)
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
     async def _fill(self) -> None:
         try:
-            data = await self._stream.receive_some(_READ_SIZE)
+            data = await self._read()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._mark_closed(f'receive failed: {exc!r}')
             if self._ready:

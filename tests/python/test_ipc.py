@@ -236,6 +236,21 @@ async def test_send_is_a_checkpoint_and_then_park_skips_only_the_yield():
 
 
 @actor_test(root=False)
+async def test_recv_is_a_checkpoint_whether_or_not_it_waits():
+    chan, peer = channel_pair()
+    codec = _msg.Codec()
+    peer.sendall(frame(codec.encode(_msg.Stop('waiting'))))
+    with trio.testing.assert_checkpoints():  # the bytes are there: no wait, still a schedule point
+        assert (await chan.recv()).cid == 'waiting'
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, peer.sendall, frame(codec.encode(_msg.Stop('later'))))
+        with trio.testing.assert_checkpoints():
+            assert (await chan.recv()).cid == 'later'
+    await chan.aclose()
+    peer.close()
+
+
+@actor_test(root=False)
 async def test_sends_wait_for_room_and_keep_their_order_when_the_socket_is_full():
     chan, peer = channel_pair()
     _small_buffers(chan, peer)
