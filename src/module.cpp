@@ -10,6 +10,7 @@
 #include "interpreter.hpp"
 #include "io_loop.hpp"
 #include "registry.hpp"
+#include "socket_io.hpp"
 #include "stacks.hpp"
 
 namespace py = pybind11;
@@ -265,4 +266,5 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
       "interpreter_labels", [] { return subactor::Registry::Get().Labels(); },
       "The labels set with set_interpreter_label, by interpreter id");
   m.def("current_interpreter_id", &CurrentInterpreterId, "The id of the calling interpreter");
+  subactor::BindSocketIo(m);
 }

@@ -13,8 +13,10 @@ import logging
 import os
 import socket
 import struct
+import sys
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -33,6 +35,16 @@ Addr = tuple[str, str, int]  # ('tcp', host, port) | ('uds', path, 0)
 TRANSPORTS = ('tcp', 'uds')
 
 
+def _socket_calls() -> tuple[Callable[[int, Any], int], Callable[[int, int], bytes]]:
+    """(send, recv) for a channel's non-blocking socket: the native extension's, which keep the GIL, where it is
+    loaded (every subinterpreter actor and a parent of one: under a shared GIL, a call that lets go of it for a
+    syscall that cannot block hands it to the peer's thread mid-burst); os.write/os.read elsewhere."""
+    native = sys.modules.get('subactor._native')
+    if native is not None:
+        return native.send_nowait, native.recv_nowait
+    return os.write, os.read
+
+
 class Channel:
     """A bidirectional message channel to one peer actor.
 
@@ -48,6 +60,7 @@ class Channel:
     ) -> None:
         self._stream = stream
         self._codec = Codec()
+        self._send_now, self._recv_now = _socket_calls()
         self._send_lock = trio.StrictFIFOLock()
         self._buf = bytearray()
         self._ready: deque[Msg] = deque()
@@ -124,7 +137,7 @@ class Channel:
                 if sock.fileno() == -1:
                     raise trio.ClosedResourceError('the socket was closed')
                 try:
-                    sent = os.write(sock.fileno(), view)
+                    sent = self._send_now(sock.fileno(), view)
                 except BlockingIOError:
                     waited = True
                     await trio.lowlevel.wait_writable(sock)
@@ -154,7 +167,7 @@ class Channel:
             if sock.fileno() == -1:
                 raise trio.ClosedResourceError('the socket was closed')
             try:
-                data = os.read(sock.fileno(), _READ_SIZE)
+                data = self._recv_now(sock.fileno(), _READ_SIZE)
                 break
             except BlockingIOError:
                 waited = True

@@ -40,7 +40,7 @@ _sys.path[:0] = [_p for _p in {sys_path!r} if _p not in _sys.path]
 _fd, _kill = _os.dup({fd}), _os.dup({kill_fd})
 _gc.disable()  # see _child.main: no collections while importing the runtime, what it built frozen afterwards
 try:
-    from subactor import _entry
+    from subactor import _entry, _native  # _native: channels keep the shared GIL across socket calls
     from subactor._spawn._subint import child_bootstrap
 finally:
     _gc.freeze()
