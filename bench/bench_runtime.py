@@ -96,6 +96,7 @@ class Sizes:
     rtt_calls: int = 1000
     rtt_chunk: int = 50  # calls per row before the next row's turn
     rtt_warmup: int = 50
+    rtt_children: int = 4  # fresh children per row the calls are spread over (see step_rtt)
     stream_msgs: int = 20_000
     stream_runs: int = 5
     payload: int = 64
@@ -316,25 +317,29 @@ async def _idle_children(bench: Bench, step: str, prefix: str) -> AsyncIterator[
 
 
 async def step_rtt(bench: Bench) -> None:
-    """`await portal.run(noop)` on an idle child; rows take turns every `rtt_chunk` calls."""
+    """`await portal.run(noop)` on an idle child; rows take turns every `rtt_chunk` calls. The calls are spread
+    over `rtt_children` children per row, one after another: on a VM a child's round trip is bimodal (~2x apart)
+    on whether the kernel happens to keep it and its parent on one CPU, a choice that sticks for the pair."""
     s = bench.sizes
-    async with bench.root(), _idle_children(bench, 'rtt', 'rtt') as portals:
+    per_child = math.ceil(s.rtt_calls / s.rtt_children)
+    for g in range(s.rtt_children):
+        async with bench.root(), _idle_children(bench, 'rtt', f'rtt{g}') as portals:
 
-        async def warmup(b: Backend) -> None:
-            for _ in range(s.rtt_warmup):
-                await portals[b.label].run(actors_bench.noop)
+            async def warmup(b: Backend) -> None:
+                for _ in range(s.rtt_warmup):
+                    await portals[b.label].run(actors_bench.noop)
 
-        await bench.each('rtt', 0, warmup)
-        for c in range(math.ceil(s.rtt_calls / s.rtt_chunk)):
+            await bench.each('rtt', g, warmup)
+            for c in range(math.ceil(per_child / s.rtt_chunk)):
 
-            async def calls(b: Backend) -> None:
-                portal = portals[b.label]
-                for _ in range(s.rtt_chunk):
-                    t0 = perf_counter_ns()
-                    await portal.run(actors_bench.noop)
-                    bench.record('rtt', b, perf_counter_ns() - t0)
+                async def calls(b: Backend) -> None:
+                    portal = portals[b.label]
+                    for _ in range(s.rtt_chunk):
+                        t0 = perf_counter_ns()
+                        await portal.run(actors_bench.noop)
+                        bench.record('rtt', b, perf_counter_ns() - t0)
 
-            await bench.each('rtt', c, calls)
+                await bench.each('rtt', g + c, calls)
 
 
 async def step_stream(bench: Bench) -> None:
