@@ -46,7 +46,7 @@ std::string DumpText() {
   return out;
 }
 
-void Accept(std::shared_ptr<stream_protocol::acceptor> acceptor) {
+void Accept(const std::shared_ptr<stream_protocol::acceptor>& acceptor) {
   acceptor->async_accept([acceptor](const std::error_code& error, stream_protocol::socket peer) {
     if (error == asio::error::operation_aborted || !acceptor->is_open()) return;
     if (!error) {

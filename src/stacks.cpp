@@ -43,20 +43,21 @@ void WriteStr(std::FILE* out, PyObject* obj) {
   const Py_ssize_t length = PyUnicode_GET_LENGTH(obj);
   for (Py_ssize_t i = 0; i < length && i < 500; ++i) {
     const Py_UCS4 ch = PyUnicode_READ_CHAR(obj, i);
+    const auto put = [out](Py_UCS4 byte) { std::fputc(static_cast<int>(byte & 0xFF), out); };
     if (ch < 0x80) {
-      std::fputc(static_cast<int>(ch), out);
+      put(ch);
     } else if (ch < 0x800) {
-      std::fputc(0xC0 | (ch >> 6), out);
-      std::fputc(0x80 | (ch & 0x3F), out);
+      put(0xC0 | (ch >> 6));
+      put(0x80 | (ch & 0x3F));
     } else if (ch < 0x10000) {
-      std::fputc(0xE0 | (ch >> 12), out);
-      std::fputc(0x80 | ((ch >> 6) & 0x3F), out);
-      std::fputc(0x80 | (ch & 0x3F), out);
+      put(0xE0 | (ch >> 12));
+      put(0x80 | ((ch >> 6) & 0x3F));
+      put(0x80 | (ch & 0x3F));
     } else {
-      std::fputc(0xF0 | (ch >> 18), out);
-      std::fputc(0x80 | ((ch >> 12) & 0x3F), out);
-      std::fputc(0x80 | ((ch >> 6) & 0x3F), out);
-      std::fputc(0x80 | (ch & 0x3F), out);
+      put(0xF0 | (ch >> 18));
+      put(0x80 | ((ch >> 12) & 0x3F));
+      put(0x80 | ((ch >> 6) & 0x3F));
+      put(0x80 | (ch & 0x3F));
     }
   }
 }

@@ -2,8 +2,8 @@
 # The project's developer entry point: build, test, lint, demo and bench, run under CPython 3.14.
 #
 #   tools/dev.sh demo     build, then start a tree of actors and print what happened with timings
-#   tools/dev.sh test     build, lint, then every test: C++ (ctest) and Python (pytest, every spawn backend)
-#   tools/dev.sh build | lint | ctest | pytest [ARGS] | bench [ARGS] | shell
+#   tools/dev.sh test     build, lint, clang-tidy, then every test: C++ (ctest) and Python (pytest, every backend)
+#   tools/dev.sh build | lint | tidy | ctest | pytest [ARGS] | bench [ARGS] | shell
 #
 # Outside the toolchain (no SUBACTOR_PYTHON set) it re-runs itself through tools/toolchain.sh, which uses
 # python3.14 from PATH or a cached Debian sid root.
@@ -49,6 +49,16 @@ do_lint() {
   if ((${#cxx[@]})); then clang-format --dry-run -Werror "${cxx[@]}"; fi
 }
 
+do_tidy() {
+  # clang-tidy (.clang-tidy) over the C++ sources and tests, one process per core, any warning fails. Needs the
+  # build's compile_commands.json.
+  stamp tidy
+  local cxx
+  mapfile -t cxx < <(git ls-files -co --exclude-standard -- 'src/*.cpp' 'tests/cpp/*.cpp')
+  printf '%s\0' "${cxx[@]}" \
+    | xargs -0 -n 1 -P "$(nproc)" clang-tidy -p "$build" --quiet --warnings-as-errors='*' 2>/dev/null
+}
+
 do_ctest() {
   stamp ctest
   ctest --test-dir "$build" --output-on-failure -j "$(nproc)" --timeout 300
@@ -64,12 +74,14 @@ shift || true
 case "$cmd" in
   build) do_build ;;
   lint) do_lint ;;
+  tidy) do_build; do_tidy ;;
   ctest) do_build; do_ctest ;;
   pytest) do_build; do_pytest "$@" ;;
   test)
     t0=$SECONDS
     do_build
     do_lint
+    do_tidy
     do_ctest
     # Every backend runs the whole actor suite; the driver's own tests run once (backend-independent, and
     # their leak checks expect no warm interpreter pool around).

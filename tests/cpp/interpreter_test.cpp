@@ -73,6 +73,7 @@ TEST_F(DriverTest, RunsThirtyTwoInterpretersAtOnce) {
   Pipe started;
   Pipe go;
   std::vector<std::shared_ptr<Interpreter>> interps;
+  interps.reserve(kCount);
   const std::string code =
       Fmt("import os\nos.write({fd}, b'x')\n", started.w()) + Fmt("os.read({fd}, 1)\n", go.r());
   for (int i = 0; i < kCount; ++i) interps.push_back(Interpreter::Spawn(code, "n" + std::to_string(i), 0));

@@ -109,6 +109,7 @@ TEST_F(DriverTest, LateDisarmWaitsForTheDumpToBeComplete) {
 // Connects to a UNIX socket and reads until EOF (bounded).
 std::string ReadSocket(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   path.copy(addr.sun_path, path.size());
