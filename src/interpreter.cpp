@@ -235,6 +235,11 @@ Snapshot Interpreter::Snap() const {
                   parent_id_, state_, std::chrono::duration<double>(end - started_).count()};
 }
 
+void Interpreter::Adopt(int64_t parent_id) {
+  std::lock_guard lock(mu_);
+  parent_id_ = parent_id;
+}
+
 State Interpreter::state() const {
   std::lock_guard lock(mu_);
   return state_;

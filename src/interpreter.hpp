@@ -110,6 +110,10 @@ class Interpreter : public std::enable_shared_from_this<Interpreter> {
   // if it had already finished.
   bool Abandon();
 
+  // Makes parent_id the interpreter now responsible for this one (a pooled interpreter lent to another
+  // interpreter: that one's exit sweep covers it from then on).
+  void Adopt(int64_t parent_id);
+
   // Releases done_fd and exit_fd: at once when finished or abandoned; when ending, the worker closes them
   // as it finishes. Returns false (and does nothing) while starting or running. Idempotent.
   bool Close();
@@ -126,7 +130,7 @@ class Interpreter : public std::enable_shared_from_this<Interpreter> {
 
   const std::string code_;
   const std::string name_;
-  const int64_t parent_id_;
+  int64_t parent_id_;  // GUARDED_BY(mu_)
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   mutable std::mutex mu_;

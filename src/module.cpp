@@ -10,6 +10,7 @@
 #include "interpreter.hpp"
 #include "io_loop.hpp"
 #include "registry.hpp"
+#include "shelf.hpp"
 #include "socket_io.hpp"
 #include "stacks.hpp"
 
@@ -267,4 +268,5 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
       "The labels set with set_interpreter_label, by interpreter id");
   m.def("current_interpreter_id", &CurrentInterpreterId, "The id of the calling interpreter");
   subactor::BindSocketIo(m);
+  subactor::BindShelf(m);
 }

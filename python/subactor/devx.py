@@ -288,6 +288,9 @@ def _settle_warm_pool(timeout: float) -> bool:
 def _process_lifetime_fds() -> set[int]:
     """Descriptors that process-wide singletons keep open for the life of the process, once started."""
     fds = set(_warm_pool()[1])
+    native = sys.modules.get('subactor._native')
+    if native is not None:
+        fds.add(native.shelf_taken_fd())  # the shelf's wake-up eventfd (lazily made, never closed)
     tracker = sys.modules.get('multiprocessing.resource_tracker')
     fd = getattr(getattr(tracker, '_resource_tracker', None), '_fd', None)
     if isinstance(fd, int):

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from subactor import _driver as driver
+from subactor import _native as native
 
 
 def _native_threads() -> set[int]:
@@ -458,3 +459,37 @@ def test_dump_stacks_covers_every_interpreter(pipe, tmp_path):
     assert 'in spin_here' in text
     with pytest.raises(OSError, match='cannot open'):
         driver.dump_stacks(tmp_path / 'missing' / 'dump.txt')
+
+
+def test_the_shelf_lends_a_handle_and_its_fd_to_whoever_takes_it(pipe):
+    r, w = pipe
+    handle = driver.spawn(f'import os\nos.read({r}, 1)\n', name='lent')
+    control_r, control_w = os.pipe()
+    taken_fd = native.shelf_taken_fd()
+    assert native.shelf_count() == 0 and native.shelf_take() is None
+    native.shelf_put(handle, control_r, [control_w])
+    assert native.shelf_count() == 1
+    [(on_shelf, fd_on_shelf, held)] = native.shelf_items()
+    assert (on_shelf.id, fd_on_shelf, held) == (handle.id, control_r, [control_w])
+    taken, fd, held = native.shelf_take()
+    assert (taken.id, fd, held) == (handle.id, control_r, [control_w])
+    assert native.shelf_count() == 0 and native.shelf_in_flight() == 1
+    assert select.select([taken_fd], [], [], 0)[0] == [taken_fd]  # the lender is woken
+    os.read(taken_fd, 8)
+    native.shelf_done()
+    assert native.shelf_in_flight() == 0 and select.select([taken_fd], [], [], 0)[0] == [taken_fd]
+    os.read(taken_fd, 8)
+    assert [e['parent_id'] for e in driver.live() if e['id'] == handle.id] == [
+        driver.current_interpreter_id()
+    ]
+    native.shelf_put(handle, control_r, [])
+    assert [item[1] for item in native.shelf_take_all()] == [control_r] and native.shelf_count() == 0
+    with pytest.raises(ValueError, match='control_fd'):
+        native.shelf_put(handle, -1, [])
+    os.write(w, b'x')
+    assert handle.join(10)
+    handle.close()
+    with pytest.raises(RuntimeError, match='closed'):
+        native.shelf_put(handle, control_r, [])
+    os.close(control_r)
+    os.close(control_w)

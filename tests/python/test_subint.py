@@ -231,6 +231,36 @@ async def test_warm_pool_reports_readiness_and_refills_after_the_handshake(warm_
 
 
 @actor_test
+async def test_nested_actors_spawn_warm_from_the_pool_the_root_lends(warm_pool_size):
+    """A subint parent running in a subinterpreter takes its children from the shelf the root's pool lends its
+    ready interpreters to; each adopted child counts that parent as its own; the root's pool refills."""
+    from subactor._spawn import _warm_pool
+
+    warm_pool_size(3)
+    await subactor.wait_warm_pool_ready(timeout=60)
+    lent = {handle.id for handle in _warm_pool._pool.handles()}
+    assert len(lent) == 3 and subactor.warm_pool_status().ready == 3
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('middle', enable_modules=['actors.nested_subint'])
+        report = await portal.run_from_ns('actors.nested_subint', 'spawn_leaf_and_report')
+        await portal.cancel_actor()
+    assert report['me'] in lent and report['leaf'] in lent, (report, lent)
+    assert report['leaf_parents'] == [report['me']]
+    await subactor.wait_warm_pool_ready(timeout=60)
+    assert subactor.warm_pool_status() == subactor.WarmPoolStatus(size=3, ready=3, warming=0)
+
+
+@actor_test
+async def test_an_interpreter_without_a_pool_spawns_cold_when_the_shelf_is_empty(warm_pool_size):
+    warm_pool_size(0)
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('middle', enable_modules=['actors.nested_subint'])
+        report = await portal.run_from_ns('actors.nested_subint', 'spawn_leaf_and_report')
+        await portal.cancel_actor()
+    assert report['leaf_parents'] == [report['me']]  # spawned by it
+
+
+@actor_test
 async def test_pool_warms_one_interpreter_at_a_time(warm_pool_size, monkeypatch):
     """Each pooled interpreter starts only once the previous one is ready: concurrent imports would only share
     the GIL among themselves and the application's loop, readying none of them sooner."""
@@ -249,8 +279,10 @@ async def test_pool_warms_one_interpreter_at_a_time(warm_pool_size, monkeypatch)
     warm_pool_size(3)
     pool = _warm_pool._pool
     # Nobody calls into the pool meanwhile: its own refill task starts each next one (else this never ends).
-    while len(pool._idle) < 3 or not all(e.ready for e in pool._idle):
-        await pool._idle[-1].wait_ready()
+    # A ready one is lent to the shelf at once and leaves `_idle`: wait on the one warming, if any.
+    while subactor.warm_pool_status().ready < 3:
+        if pool._idle:
+            await pool._idle[-1].wait_ready()
         await trio.testing.wait_all_tasks_blocked()
     assert warming_when_spawned == [0, 0, 0]
     assert subactor.warm_pool_status() == subactor.WarmPoolStatus(size=3, ready=3, warming=0)

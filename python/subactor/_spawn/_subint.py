@@ -14,6 +14,7 @@
 #   interpreter that is already warm reads the same fds, name and uuid from its control socket.
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import sys
@@ -317,7 +318,7 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
         # Assigned in begin(), once the parent's opening messages are in the socket: the interpreter wakes once.
         handle = pooled.handle
         pending = _PendingStart(pooled, (child_fd, name, uuid, kill_r))
-        on_spawn_complete = pool.spawn_complete  # type: ignore[union-attr]
+        on_spawn_complete = functools.partial(pool.spawn_complete, pooled)  # type: ignore[union-attr]
     else:
         code = _COLD_BOOTSTRAP.format(fd=child_fd, name=name, uuid=uuid, kill_fd=kill_r, sys_path=_sys_path())
         try:

@@ -16,7 +16,11 @@
 #   of the shared GIL (each importer holds it for the 5 ms switch interval in turn) and make none of them ready
 #   sooner; one at a time leaves it half and readies the first after one import. Within a trio run a system
 #   task starts the next when one is ready; outside one (the pool outlives trio.run), the next fill() does.
-# - Only the root interpreter keeps a pool by default; each pooled interpreter serves exactly one actor.
+# - Only the root interpreter keeps a pool by default; each pooled interpreter serves exactly one actor. A ready
+#   one is lent to the driver's shelf (a native, process-wide list: a pooled interpreter is a handle and file
+#   descriptors, which belong to the whole process), where any interpreter spawning subint children takes it:
+#   nested actors spawn warm too. A take from the shelf is in flight until the taker's spawn completes, and
+#   the pool refills once nothing is (the shelf's eventfd wakes it: a system task in the root's trio run).
 from __future__ import annotations
 
 import collections
@@ -180,16 +184,35 @@ class WarmPoolStatus:
 class _Pooled:
     """One idle pooled interpreter: its driver handle and our end of its control socket."""
 
-    __slots__ = ('_line', '_watched', 'child_control_fd', 'control', 'handle', 'loop_fds', 'ready')
+    __slots__ = (
+        '_line',
+        '_watched',
+        'child_control_fd',
+        'control',
+        'from_idle',
+        'handle',
+        'loop_fds',
+        'ready',
+    )
 
     def __init__(self, handle: Any, control: socket.socket, child_control_fd: int) -> None:
         self.handle = handle
         self.control = control
         self.child_control_fd = child_control_fd
         self.ready = False
+        self.from_idle = False  # taken from its pool's own list, not from the shelf
         self.loop_fds: tuple[int, ...] = ()  # what its waiting trio loop holds (from its readiness line)
         self._line = b''
         self._watched: trio.Event | None = None  # set when the task waiting on `control` stops waiting
+
+    @classmethod
+    def from_shelf(cls, item: tuple[Any, int, list[int]]) -> _Pooled:
+        """A ready interpreter taken from the shelf: (handle, control fd, [child control fd, loop fds...])."""
+        handle, control_fd, held = item
+        entry = cls(handle, socket.socket(fileno=control_fd), held[0])
+        entry.loop_fds = tuple(held[1:])
+        entry.ready = True
+        return entry
 
     def check_ready(self) -> bool | None:
         """Read its readiness line if it is there: True (ready), False (not yet), None (it ended instead)."""
@@ -243,28 +266,52 @@ class _Pooled:
         return ended
 
 
+def _native() -> Any:
+    from .. import _native as native
+
+    return native
+
+
 class _WarmPool:
-    """Up to `size` idle pooled interpreters in this process (see the module comment for the refill policy)."""
+    """Up to `size` pooled interpreters of this process: warming here (`_idle`, at most one importing), ready on
+    the shelf (see the module comment for the refill policy)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._idle: collections.deque[_Pooled] = collections.deque()
-        self._in_flight = 0  # warm spawns taken whose portal is not yet with the caller
+        self._idle: collections.deque[_Pooled] = collections.deque()  # not yet lent: warming, or just ready
+        self._in_flight = 0  # warm spawns taken from `_idle` whose portal is not yet with the caller
         self._warming: _Pooled | None = None  # the one interpreter importing now (one at a time)
         self._closed = False
+        self._watching: Any = None  # the trio run whose system task watches the shelf's takes
+
+    def _lend_ready(self) -> None:
+        """Put every ready interpreter of `_idle` on the shelf, where any interpreter may take it."""
+        for entry in [e for e in self._idle if e.check_ready()]:
+            self._idle.remove(entry)
+            if self._warming is entry:
+                self._warming = None
+            _native().shelf_put(
+                entry.handle, entry.control.detach(), [entry.child_control_fd, *entry.loop_fds]
+            )
+
+    def _short(self) -> bool:
+        return len(self._idle) + _native().shelf_count() < self.size
 
     def fill(self) -> None:
-        """Start the next interpreter if the pool is short and none is warming: one import at a time. Inside a
-        trio run a system task starts the next one when this one is ready; elsewhere the next call does."""
+        """Lend what is ready, then start the next interpreter if the pool is short and none is warming: one
+        import at a time. Inside a trio run a system task starts the next one when this one is ready;
+        elsewhere the next call does."""
         from .. import _driver
 
         if self._closed:
             return
+        self._lend_ready()
+        self._watch_shelf()
         if self._warming is not None:
             if self._warming.check_ready() is False:
                 return
             self._warming = None
-        if len(self._idle) >= self.size:
+        if not self._short():
             return
         control, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         child_fd = child_end.detach()  # the interpreter owns (and closes) it from here on
@@ -281,32 +328,66 @@ class _WarmPool:
         if trio.lowlevel.in_trio_run():
             trio.lowlevel.spawn_system_task(self._fill_when_ready, entry, name='subint warm-pool refill')
 
+    def _refill_allowed(self) -> bool:
+        return self._in_flight == 0 and _native().shelf_in_flight() == 0
+
     async def _fill_when_ready(self, entry: _Pooled) -> None:
-        """Once `entry` is ready (or has ended: replaced), start the next one, unless a warm spawn is in
+        """Once `entry` is ready (lent) or has ended (replaced), start the next one, unless a warm spawn is in
         flight (its completion refills) or the pool closed."""
         try:
             ready = await entry.wait_ready()
             if not ready and entry in self._idle:  # else take() has it, or the pool closed
                 self._idle.remove(entry)
                 await self._discard(entry)
-            if self._in_flight == 0:
+            self._lend_ready()
+            if self._refill_allowed():
                 self.fill()
         except (
             Exception
         ):  # a system task must not raise (it would end the whole run); the next fill() retries
             log.warning('the subint warm pool could not start its next interpreter', exc_info=True)
 
+    def _watch_shelf(self) -> None:
+        """In a trio run, keep one system task refilling after takes from the shelf (by any interpreter)."""
+        if not trio.lowlevel.in_trio_run():
+            return
+        run = trio.lowlevel.current_root_task()
+        if self._watching is not run:
+            self._watching = run
+            trio.lowlevel.spawn_system_task(self._refill_after_takes, name='subint warm-pool shelf watch')
+
+    async def _refill_after_takes(self) -> None:
+        taken_fd = _native().shelf_taken_fd()
+        try:
+            while not self._closed:
+                await trio.lowlevel.wait_readable(taken_fd)
+                try:
+                    os.read(taken_fd, 8)
+                except BlockingIOError:
+                    continue
+                if self._refill_allowed():
+                    self.fill()
+        except Exception:  # a system task must not raise; the next spawn's fill() retries
+            log.warning('the subint warm pool stopped watching its shelf', exc_info=True)
+
     def status(self) -> WarmPoolStatus:
         states = [entry.check_ready() for entry in self._idle]
-        return WarmPoolStatus(self.size, states.count(True), states.count(False))
+        lent = _native().shelf_count()
+        return WarmPoolStatus(self.size, lent + states.count(True), states.count(False))
 
     async def take(self, patience: float) -> _Pooled | None:
-        """A ready interpreter if there is one, else the one warming the longest (waiting for it beats a cold
-        start, which would import from scratch) for up to `patience` seconds; None when the pool is empty
-        (which starts a refill) or that one is not ready in time."""
+        """A ready interpreter if there is one (lent or not), else the one warming the longest (waiting for it
+        beats a cold start, which would import from scratch) for up to `patience` seconds; None when the pool
+        is empty (which starts a refill) or that one is not ready in time."""
+        self._lend_ready()
+        item = _native().shelf_take()
+        if item is not None:
+            return _Pooled.from_shelf(item)
         while self._idle:
             entry = next((e for e in self._idle if e.check_ready()), self._idle[0])
             self._idle.remove(entry)
+            if self._warming is entry:
+                self._warming = None
             ready = None
             try:
                 with trio.move_on_after(patience):
@@ -314,19 +395,25 @@ class _WarmPool:
             finally:
                 if ready is None:  # cancelled or out of patience: it stays in the pool
                     self._idle.appendleft(entry)
+                    if entry.handle.outcome is None and self._warming is None:
+                        self._warming = entry
             if ready is None:
                 return None
             if ready:
                 self._in_flight += 1
+                entry.from_idle = True
                 return entry
             await self._discard(entry)
         self.fill()
         return None
 
-    def spawn_complete(self) -> None:
+    def spawn_complete(self, entry: _Pooled) -> None:
         """A warm spawn handed its portal to the caller (or failed): refill once none is in flight."""
-        self._in_flight -= 1
-        if self._in_flight == 0:
+        if entry.from_idle:
+            self._in_flight -= 1
+        else:
+            _native().shelf_done()  # wakes the shelf watcher, which refills
+        if self._refill_allowed():
             self.fill()
 
     async def wait_ready(self) -> None:
@@ -338,7 +425,8 @@ class _WarmPool:
                 if entry in self._idle:
                     self._idle.remove(entry)
                     await self._discard(entry)
-            if not ended and (self._closed or len(self._idle) >= self.size):
+            self._lend_ready()
+            if not ended and (self._closed or not self._short()) and not self._idle:
                 return
 
     def settle(self, timeout: float) -> bool:
@@ -354,19 +442,27 @@ class _WarmPool:
             select.select([e.control for e in warming], [], [], left)
 
     def held_fds(self) -> set[int]:
-        """Descriptors the idle interpreters hold in this process (both control ends, the done and exit fds, and
-        the epoll and wake-up sockets of each ready one's waiting trio loop)."""
+        """Descriptors the pooled interpreters hold in this process (both control ends, the done and exit fds,
+        the epoll and wake-up sockets of each ready one's waiting trio loop, and the shelf's eventfd)."""
         fds = set()
+        handles = []
         for entry in self._idle:
             fds.update((entry.control.fileno(), entry.child_control_fd, *entry.loop_fds))
+            handles.append(entry.handle)
+        native = _native()
+        for handle, control_fd, held in native.shelf_items():
+            fds.update((control_fd, *held))
+            handles.append(handle)
+        fds.add(native.shelf_taken_fd())
+        for handle in handles:
             try:
-                fds.update((entry.handle.done_fd, entry.handle.exit_fd))
+                fds.update((handle.done_fd, handle.exit_fd))
             except RuntimeError:  # closed meanwhile
                 pass
         return fds
 
     def handles(self) -> list[Any]:
-        return [entry.handle for entry in self._idle]
+        return [entry.handle for entry in self._idle] + [item[0] for item in _native().shelf_items()]
 
     async def _discard(self, entry: _Pooled) -> None:
         """Drop an interpreter that closed its control socket before it was ready, and say why it failed."""
@@ -382,14 +478,28 @@ class _WarmPool:
         entry.release(0.0)
 
     def close(self, timeout: float) -> None:
-        """Release every idle interpreter (EOF on its control socket ends it) and join them within `timeout`."""
+        """Release every pooled interpreter, lent ones included (EOF on its control socket ends it), and join
+        them within `timeout`."""
         self._closed = True
-        idle, self._idle = self._idle, collections.deque()
+        idle, self._idle = list(self._idle), collections.deque()
+        idle += [_Pooled.from_shelf(item) for item in _native().shelf_take_all()]
         for entry in idle:
             entry.control.close()
         deadline = time.monotonic() + timeout
         for entry in idle:
             entry.release(max(0.0, deadline - time.monotonic()))
+
+
+class _Borrower:
+    """What an interpreter without a pool of its own spawns from: the shelf, without waiting or refilling (the
+    pool that lent it refills)."""
+
+    async def take(self, patience: float) -> _Pooled | None:
+        item = _native().shelf_take()
+        return _Pooled.from_shelf(item) if item is not None else None
+
+    def spawn_complete(self, entry: _Pooled) -> None:
+        _native().shelf_done()
 
 
 def _sys_path() -> list[str]:
@@ -452,11 +562,18 @@ def close_warm_pool(timeout: float = 5.0) -> None:
         _pool = None
 
 
-def current_pool() -> _WarmPool | None:
-    """The pool spawns take from in this interpreter, created on first use in the root interpreter only
-    (nested actors spawn cold unless they call set_warm_pool_size)."""
+def current_pool() -> _WarmPool | _Borrower | None:
+    """What spawns take warm interpreters from in this interpreter: the root interpreter's pool (created on
+    first use), an interpreter's own pool if it called set_warm_pool_size, else the shelf the root's pool
+    lends to (nested actors spawn warm while it has interpreters ready). None when pools are off."""
     from ._subint import current_interp_id
 
-    if _pool is None and not _pool_configured and DEFAULT_POOL_SIZE and current_interp_id() in (0, None):
+    if _pool is not None or _pool_configured or not DEFAULT_POOL_SIZE:
+        return _pool
+    if current_interp_id() in (0, None):
         set_warm_pool_size(DEFAULT_POOL_SIZE)
-    return _pool
+        return _pool
+    return _BORROWER
+
+
+_BORROWER = _Borrower()
