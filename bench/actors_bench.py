@@ -26,3 +26,15 @@ async def spin(ctx: subactor.Context) -> None:
     await ctx.started(None)
     while True:
         pass
+
+
+async def time_one_spawn() -> float:
+    """Spawn one child from this actor on its own spawn method; spawn-to-portal in ns (the nested-spawn probe)."""
+    from time import perf_counter_ns
+
+    async with subactor.open_nursery() as an:
+        t0 = perf_counter_ns()
+        portal = await an.start_actor('leaf')
+        elapsed = perf_counter_ns() - t0
+        await portal.cancel_actor()
+    return elapsed

@@ -51,6 +51,7 @@ def environment() -> dict[str, object]:
 EXTRA_BENCHES = {
     'driver': ('bench_driver.py', ['--rounds-1', '20', '--rounds-32', '2'], 'the native driver alone'),
     'floor': ('bench_floor.py', ['--rounds', '3', '--pings', '1000'], 'bare trio echo: process vs subint'),
+    'nested': ('bench_nested.py', ['--rounds', '4'], 'nested subint spawns: warm from the shelf vs cold'),
 }
 
 
