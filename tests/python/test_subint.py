@@ -251,6 +251,25 @@ async def test_nested_actors_spawn_warm_from_the_pool_the_root_lends(warm_pool_s
 
 
 @actor_test
+async def test_a_lent_interpreter_that_ended_on_the_shelf_is_skipped(warm_pool_size):
+    from subactor import _native
+
+    warm_pool_size(1)
+    await subactor.wait_warm_pool_ready(timeout=60)
+    [(handle, _, held)] = _native.shelf_items()
+    # It sleeps in its trio loop's epoll: the injected exception lands once a byte on the loop's wake-up socket
+    # (held: its control end, then the loop's epoll and wake-up socketpairs) lets it run Python again.
+    assert handle.interrupt('SystemExit')
+    os.write(held[3], b'!')
+    await trio.lowlevel.wait_readable(handle.done_fd)
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('after', enable_modules=['actors.basic'])
+        assert await portal.run(basic.add, a=1, b=2) == 3
+        await portal.cancel_actor()
+    assert handle.join(10)  # released by the spawn that skipped it; its end closes what it held
+
+
+@actor_test
 async def test_an_interpreter_without_a_pool_spawns_cold_when_the_shelf_is_empty(warm_pool_size):
     warm_pool_size(0)
     async with subactor.open_nursery() as an:

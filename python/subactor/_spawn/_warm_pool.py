@@ -77,7 +77,11 @@ def serve_pooled(control_fd: int) -> None:
     finally:
         gc.freeze()
         gc.enable()
-    code = _entry.run_child(_pooled_main, control_fd, interp_id=current_interp_id())
+    control = _ControlFd(control_fd)
+    try:
+        code = _entry.run_child(_pooled_main, control, interp_id=current_interp_id())
+    finally:
+        control.close()  # also when an exception injected into trio's own code ended the run around the task
     if code:
         raise SystemExit(code) from _entry.last_exit_cause
 
@@ -92,21 +96,36 @@ def warm_imports() -> None:
     from . import _subint  # noqa: F401
 
 
-async def _pooled_main(control_fd: int) -> None:
+class _ControlFd:
+    """This interpreter's end of its control socket, closed exactly once (by the task, or after the run)."""
+
+    __slots__ = ('fd',)
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+async def _pooled_main(control: _ControlFd) -> None:
     """Warm up, send the readiness line, sleep until the assignment (or EOF), then serve as that actor in this
     same trio.run, so the assignment finds trio's loop already running."""
     from .. import _entry
     from ._subint import current_interp_id
 
+    assert control.fd is not None
     try:
         await _warm_up()
         try:
-            os.write(control_fd, _READY + ','.join(map(str, _idle_loop_fds())).encode() + b'\n')
+            os.write(control.fd, _READY + ','.join(map(str, _idle_loop_fds())).encode() + b'\n')
         except OSError:
             return  # the pool closed while this interpreter warmed up
-        assignment = await _read_assignment(control_fd)
+        assignment = await _read_assignment(control.fd)
     finally:
-        os.close(control_fd)
+        control.close()
     if assignment is not None:
         fd, name, uuid, kill_fd = assignment
         await _entry.serve_child(fd, (name, uuid), 'subint', current_interp_id(), kill_fd)
@@ -272,6 +291,20 @@ def _native() -> Any:
     return native
 
 
+def _take_from_shelf() -> _Pooled | None:
+    """A lent interpreter that is still waiting for its assignment, or None when the shelf is empty. One that
+    ended while lent (nothing watches the shelf) is released and the next one taken."""
+    native = _native()
+    while (item := native.shelf_take()) is not None:
+        entry = _Pooled.from_shelf(item)
+        if entry.handle.outcome is None:
+            return entry
+        log.warning('a lent warm-pool interpreter (%s) had ended: %s', entry.handle.id, entry.handle.outcome)
+        native.shelf_done()
+        entry.release(0.0)
+    return None
+
+
 class _WarmPool:
     """Up to `size` pooled interpreters of this process: warming here (`_idle`, at most one importing), ready on
     the shelf (see the module comment for the refill policy)."""
@@ -380,9 +413,9 @@ class _WarmPool:
         beats a cold start, which would import from scratch) for up to `patience` seconds; None when the pool
         is empty (which starts a refill) or that one is not ready in time."""
         self._lend_ready()
-        item = _native().shelf_take()
-        if item is not None:
-            return _Pooled.from_shelf(item)
+        lent = _take_from_shelf()
+        if lent is not None:
+            return lent
         while self._idle:
             entry = next((e for e in self._idle if e.check_ready()), self._idle[0])
             self._idle.remove(entry)
@@ -495,8 +528,7 @@ class _Borrower:
     pool that lent it refills)."""
 
     async def take(self, patience: float) -> _Pooled | None:
-        item = _native().shelf_take()
-        return _Pooled.from_shelf(item) if item is not None else None
+        return _take_from_shelf()
 
     def spawn_complete(self, entry: _Pooled) -> None:
         _native().shelf_done()
