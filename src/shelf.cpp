@@ -39,14 +39,21 @@ std::optional<ShelfItem> Shelf::Take(int64_t taker) {
   return item;
 }
 
-std::vector<ShelfItem> Shelf::TakeAll(int64_t taker) {
+std::vector<ShelfItem> Shelf::TakeAll(int64_t lender) {
   std::vector<ShelfItem> out;
   {
     std::lock_guard lock(mu_);
-    out.assign(std::make_move_iterator(items_.begin()), std::make_move_iterator(items_.end()));
-    items_.clear();
+    std::deque<ShelfItem> others;
+    for (auto& item : items_) {
+      if (item.lender == lender) {
+        out.push_back(std::move(item));
+      } else {
+        others.push_back(std::move(item));
+      }
+    }
+    items_ = std::move(others);
   }
-  for (auto& item : out) item.interp->Adopt(taker);
+  for (auto& item : out) item.interp->Adopt(lender);
   return out;
 }
 
@@ -58,19 +65,20 @@ void Shelf::Done() {
   Signal();
 }
 
-std::size_t Shelf::Count() const {
-  std::lock_guard lock(mu_);
-  return items_.size();
-}
+std::size_t Shelf::Count(std::optional<int64_t> lender) const { return Items(lender).size(); }
 
 std::size_t Shelf::InFlight() const {
   std::lock_guard lock(mu_);
   return in_flight_;
 }
 
-std::vector<ShelfItem> Shelf::Items() const {
+std::vector<ShelfItem> Shelf::Items(std::optional<int64_t> lender) const {
   std::lock_guard lock(mu_);
-  return {items_.begin(), items_.end()};
+  std::vector<ShelfItem> out;
+  for (const auto& item : items_) {
+    if (!lender || item.lender == *lender) out.push_back(item);
+  }
+  return out;
 }
 
 int Shelf::TakenFd() {
@@ -103,7 +111,7 @@ void BindShelf(py::module_& m) {
         if (!interp) throw py::type_error("interp must be an Interpreter handle");
         if (control_fd < 0) throw py::value_error("control_fd must be an open descriptor (>= 0)");
         if (interp->closed()) throw std::runtime_error("cannot lend " + interp->Label() + ": it is closed");
-        Shelf::Get().Put(ShelfItem{interp, control_fd, std::move(held_fds)});
+        Shelf::Get().Put(ShelfItem{interp, control_fd, Caller(), std::move(held_fds)});
       },
       py::arg("interp"), py::arg("control_fd"), py::arg("held_fds"),
       "Lend an idle pooled interpreter: the shelf owns control_fd until someone takes it");
@@ -123,21 +131,26 @@ void BindShelf(py::module_& m) {
         for (const auto& item : Shelf::Get().TakeAll(Caller())) out.append(AsTuple(item));
         return out;
       },
-      "Take every lent interpreter (to release them): a list of (handle, control fd, held fds)");
+      "Take every interpreter the caller lent (to release them): a list of (handle, control fd, held fds)");
   m.def(
       "shelf_done", [] { Shelf::Get().Done(); }, "A spawn that took from the shelf is complete (or failed)");
-  m.def("shelf_count", [] { return Shelf::Get().Count(); }, "How many interpreters are lent and untaken");
+  m.def(
+      "shelf_count", [](std::optional<int64_t> lender) { return Shelf::Get().Count(lender); },
+      py::arg("lender") = py::none(),
+      "How many interpreters are lent and untaken (all, or those `lender` lent)");
   m.def(
       "shelf_in_flight", [] { return Shelf::Get().InFlight(); },
       "Takes whose spawn has not yet said shelf_done()");
   m.def(
       "shelf_items",
-      [] {
+      [](std::optional<int64_t> lender) {
         py::list out;
-        for (const auto& item : Shelf::Get().Items()) out.append(AsTuple(item));
+        for (const auto& item : Shelf::Get().Items(lender)) out.append(AsTuple(item));
         return out;
       },
-      "What is on the shelf, left there: a list of (handle, control fd, held fds)");
+      py::arg("lender") = py::none(),
+      "What is on the shelf (all, or what `lender` lent), left there: a list of (handle, control fd, held "
+      "fds)");
   m.def(
       "shelf_taken_fd", [] { return Shelf::Get().TakenFd(); },
       "An eventfd that becomes readable at every take and done (the lender drains it); never closed");

@@ -25,7 +25,8 @@ namespace subactor {
 // wake-up: nothing polls). Policy (when to lend, refill, release) is the Python pool's.
 struct ShelfItem {
   std::shared_ptr<Interpreter> interp;
-  int control_fd = -1;        // our end of its control socket: owned by the shelf, then by the taker
+  int control_fd = -1;  // our end of its control socket: owned by the shelf, then by the taker
+  int64_t lender = -1;  // the interpreter whose pool lent it (its pool counts and releases only its own)
   std::vector<int> held_fds;  // descriptors it holds in this process, for leak accounting (not owned)
 };
 
@@ -36,14 +37,15 @@ class Shelf {
   void Put(ShelfItem item);
   // The oldest item, adopted by `taker`, or nullopt when empty. Counts one spawn in flight.
   std::optional<ShelfItem> Take(int64_t taker);
-  // Every item (to release them), adopted by `taker`; nothing counts in flight.
-  std::vector<ShelfItem> TakeAll(int64_t taker);
+  // Every item `lender` lent (to release them), adopted by it; nothing counts in flight.
+  std::vector<ShelfItem> TakeAll(int64_t lender);
   // A spawn that took an item is complete (or failed).
   void Done();
-  std::size_t Count() const;
+  // Items on the shelf, all or those `lender` lent.
+  std::size_t Count(std::optional<int64_t> lender) const;
   std::size_t InFlight() const;
   // Copies of what is on the shelf (for status and leak accounting; they stay on it).
-  std::vector<ShelfItem> Items() const;
+  std::vector<ShelfItem> Items(std::optional<int64_t> lender) const;
   // An eventfd made readable by every Take and Done; never closed. The reader drains it.
   int TakenFd();
 

@@ -483,6 +483,17 @@ def test_the_shelf_lends_a_handle_and_its_fd_to_whoever_takes_it(pipe):
         driver.current_interpreter_id()
     ]
     native.shelf_put(handle, control_r, [])
+    me = driver.current_interpreter_id()
+    assert native.shelf_count(lender=me) == 1 and native.shelf_count(lender=me + 1000) == 0
+    assert [item[1] for item in native.shelf_items(lender=me)] == [control_r]
+    # Another interpreter's pool takes back only what it lent: not ours.
+    other = driver.spawn(
+        'from subactor import _native\n'
+        'assert _native.shelf_take_all() == [] and _native.shelf_count() == 1\n'
+        'assert _native.shelf_count(lender=_native.current_interpreter_id()) == 0\n'
+    )
+    assert other.join(30) and other.outcome.ok, other.outcome
+    other.close()
     assert [item[1] for item in native.shelf_take_all()] == [control_r] and native.shelf_count() == 0
     with pytest.raises(ValueError, match='control_fd'):
         native.shelf_put(handle, -1, [])

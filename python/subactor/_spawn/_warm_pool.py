@@ -316,6 +316,7 @@ class _WarmPool:
         self._warming: _Pooled | None = None  # the one interpreter importing now (one at a time)
         self._closed = False
         self._watching: Any = None  # the trio run whose system task watches the shelf's takes
+        self._lender = _native().current_interpreter_id()  # the shelf tells our lent interpreters apart by it
 
     def _lend_ready(self) -> None:
         """Put every ready interpreter of `_idle` on the shelf, where any interpreter may take it."""
@@ -327,8 +328,12 @@ class _WarmPool:
                 entry.handle, entry.control.detach(), [entry.child_control_fd, *entry.loop_fds]
             )
 
+    def _lent(self) -> list[tuple[Any, int, list[int]]]:
+        """What this pool lent and nobody has taken yet: (handle, control fd, held fds) each."""
+        return _native().shelf_items(lender=self._lender)
+
     def _short(self) -> bool:
-        return len(self._idle) + _native().shelf_count() < self.size
+        return len(self._idle) + _native().shelf_count(lender=self._lender) < self.size
 
     def fill(self) -> None:
         """Lend what is ready, then start the next interpreter if the pool is short and none is warming: one
@@ -405,7 +410,7 @@ class _WarmPool:
 
     def status(self) -> WarmPoolStatus:
         states = [entry.check_ready() for entry in self._idle]
-        lent = _native().shelf_count()
+        lent = _native().shelf_count(lender=self._lender)
         return WarmPoolStatus(self.size, lent + states.count(True), states.count(False))
 
     async def take(self, patience: float) -> _Pooled | None:
@@ -445,7 +450,7 @@ class _WarmPool:
         if entry.from_idle:
             self._in_flight -= 1
         else:
-            _native().shelf_done()  # wakes the shelf watcher, which refills
+            _native().shelf_done()
         if self._refill_allowed():
             self.fill()
 
@@ -476,17 +481,15 @@ class _WarmPool:
 
     def held_fds(self) -> set[int]:
         """Descriptors the pooled interpreters hold in this process (both control ends, the done and exit fds,
-        the epoll and wake-up sockets of each ready one's waiting trio loop, and the shelf's eventfd)."""
+        and the epoll and wake-up sockets of each ready one's waiting trio loop)."""
         fds = set()
         handles = []
         for entry in self._idle:
             fds.update((entry.control.fileno(), entry.child_control_fd, *entry.loop_fds))
             handles.append(entry.handle)
-        native = _native()
-        for handle, control_fd, held in native.shelf_items():
+        for handle, control_fd, held in self._lent():
             fds.update((control_fd, *held))
             handles.append(handle)
-        fds.add(native.shelf_taken_fd())
         for handle in handles:
             try:
                 fds.update((handle.done_fd, handle.exit_fd))
@@ -495,7 +498,7 @@ class _WarmPool:
         return fds
 
     def handles(self) -> list[Any]:
-        return [entry.handle for entry in self._idle] + [item[0] for item in _native().shelf_items()]
+        return [entry.handle for entry in self._idle] + [item[0] for item in self._lent()]
 
     async def _discard(self, entry: _Pooled) -> None:
         """Drop an interpreter that closed its control socket before it was ready, and say why it failed."""
