@@ -295,9 +295,14 @@ bool Interpreter::Join(double timeout) {
 }
 
 bool Interpreter::Abandon() {
-  std::lock_guard lock(mu_);
-  if (finished_) return false;
-  state_ = State::kAbandoned;
+  std::optional<int64_t> id;
+  {
+    std::lock_guard lock(mu_);
+    if (finished_) return false;
+    state_ = State::kAbandoned;
+    id = id_;
+  }
+  if (id) Registry::Get().Retired(*id);  // its stuck thread may never run Python again
   return true;
 }
 
@@ -414,6 +419,7 @@ void Interpreter::Run() {
   MarkDone(std::move(outcome));
   PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), nullptr);  // drop a late interrupt
   PyErr_Clear();
+  Registry::Get().Retired(id);
   // Finalize when the GIL is not wanted elsewhere (finalize_gate.hpp), waiting without it. The interpreter
   // stays marked as running meanwhile, so _interpreters.destroy() refuses it.
   const int* gil_locked = &interp->ceval.gil->locked;

@@ -61,6 +61,20 @@ std::vector<std::shared_ptr<Interpreter>> Registry::LiveChildren(std::optional<i
   return out;
 }
 
+void Registry::SetRetiredListener(RetiredListener listener) {
+  std::lock_guard lock(mu_);
+  retired_listener_ = std::move(listener);
+}
+
+void Registry::Retired(int64_t interp_id) const {
+  RetiredListener listener;
+  {
+    std::lock_guard lock(mu_);
+    listener = retired_listener_;
+  }
+  if (listener) listener(interp_id);
+}
+
 std::vector<Snapshot> Shutdown(double timeout, std::optional<int64_t> parent_id,
                                std::optional<double> finalize_timeout) {
   using Clock = std::chrono::steady_clock;

@@ -1,6 +1,7 @@
 // The process-wide registry of live interpreter handles (shared by every interpreter that imports _native).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,11 +38,20 @@ class Registry {
   void SetLabel(int64_t interp_id, std::string label);
   std::map<int64_t, std::string> Labels() const;
 
+  // Whoever must hear that an interpreter will run no more Python code (its code is done and its threads are
+  // gone, or its worker was abandoned in a C call) sets a listener; workers call Retired(). The listener runs
+  // on the calling thread, GIL held or not, outside every lock here: it must only take leaf locks. An
+  // abandoned worker that gets out of its C call after all retires its interpreter a second time.
+  using RetiredListener = std::function<void(int64_t interp_id)>;
+  void SetRetiredListener(RetiredListener listener);
+  void Retired(int64_t interp_id) const;
+
  private:
   Registry() = default;
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<Interpreter>> live_;  // GUARDED_BY(mu_)
   std::map<int64_t, std::string> labels_;           // GUARDED_BY(mu_)
+  RetiredListener retired_listener_;                // GUARDED_BY(mu_)
 };
 
 // How long Shutdown gives interpreters that are done to finish ending, unless told otherwise. Generous:

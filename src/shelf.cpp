@@ -11,6 +11,8 @@
 #include <tuple>
 #include <utility>
 
+#include "registry.hpp"
+
 namespace py = pybind11;
 
 namespace subactor {
@@ -32,7 +34,7 @@ std::optional<ShelfItem> Shelf::Take(int64_t taker) {
     if (items_.empty()) return std::nullopt;
     item = std::move(items_.front());
     items_.pop_front();
-    ++in_flight_;
+    ++in_flight_[taker];
   }
   item->interp->Adopt(taker);
   Signal();
@@ -57,10 +59,19 @@ std::vector<ShelfItem> Shelf::TakeAll(int64_t lender) {
   return out;
 }
 
-void Shelf::Done() {
+void Shelf::Done(int64_t taker) {
   {
     std::lock_guard lock(mu_);
-    if (in_flight_ > 0) --in_flight_;
+    auto it = in_flight_.find(taker);
+    if (it != in_flight_.end() && --it->second == 0) in_flight_.erase(it);
+  }
+  Signal();
+}
+
+void Shelf::ForgetTaker(int64_t taker) {
+  {
+    std::lock_guard lock(mu_);
+    if (in_flight_.erase(taker) == 0) return;
   }
   Signal();
 }
@@ -69,7 +80,9 @@ std::size_t Shelf::Count(std::optional<int64_t> lender) const { return Items(len
 
 std::size_t Shelf::InFlight() const {
   std::lock_guard lock(mu_);
-  return in_flight_;
+  std::size_t total = 0;
+  for (const auto& [taker, count] : in_flight_) total += count;
+  return total;
 }
 
 std::vector<ShelfItem> Shelf::Items(std::optional<int64_t> lender) const {
@@ -105,6 +118,8 @@ py::tuple AsTuple(const ShelfItem& item) {
 }  // namespace
 
 void BindShelf(py::module_& m) {
+  // The module is loaded once per process (every interpreter shares it), so this is set once.
+  Registry::Get().SetRetiredListener([](int64_t interp_id) { Shelf::Get().ForgetTaker(interp_id); });
   m.def(
       "shelf_put",
       [](const std::shared_ptr<Interpreter>& interp, int control_fd, std::vector<int> held_fds) {
@@ -133,14 +148,16 @@ void BindShelf(py::module_& m) {
       },
       "Take every interpreter the caller lent (to release them): a list of (handle, control fd, held fds)");
   m.def(
-      "shelf_done", [] { Shelf::Get().Done(); }, "A spawn that took from the shelf is complete (or failed)");
+      "shelf_done", [] { Shelf::Get().Done(Caller()); },
+      "A spawn the caller took from the shelf for is complete (or failed)");
   m.def(
       "shelf_count", [](std::optional<int64_t> lender) { return Shelf::Get().Count(lender); },
       py::arg("lender") = py::none(),
       "How many interpreters are lent and untaken (all, or those `lender` lent)");
   m.def(
       "shelf_in_flight", [] { return Shelf::Get().InFlight(); },
-      "Takes whose spawn has not yet said shelf_done()");
+      "Takes whose spawn has not yet said shelf_done() (an interpreter's are forgotten when it ends or is "
+      "abandoned)");
   m.def(
       "shelf_items",
       [](std::optional<int64_t> lender) {

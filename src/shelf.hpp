@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -21,8 +22,11 @@ namespace subactor {
 // a spawning interpreter (the root, or a nested parent in a subinterpreter) takes one, which adopts it (its
 // exit sweep covers it) and hands over the control fd. A take counts as "in flight" until the taker says its
 // spawn is complete (Done): the lender refills only then, so a refill's import does not compete for the GIL
-// with the handshake the pool exists to speed up. Done and Take both make taken_fd readable (the lender's
-// wake-up: nothing polls). Policy (when to lend, refill, release) is the Python pool's.
+// with the handshake the pool exists to speed up. Takes in flight are counted per taker: a taker that ends
+// or is abandoned before saying Done (hard-killed mid-spawn, stuck in C) has its takes forgotten by the
+// driver (ForgetTaker), so the lender's refill never waits on a spawn that can no longer complete. Done,
+// Take and a forgetting all make taken_fd readable (the lender's wake-up: nothing polls). Policy (when to
+// lend, refill, release) is the Python pool's.
 struct ShelfItem {
   std::shared_ptr<Interpreter> interp;
   int control_fd = -1;  // our end of its control socket: owned by the shelf, then by the taker
@@ -39,8 +43,10 @@ class Shelf {
   std::optional<ShelfItem> Take(int64_t taker);
   // Every item `lender` lent (to release them), adopted by it; nothing counts in flight.
   std::vector<ShelfItem> TakeAll(int64_t lender);
-  // A spawn that took an item is complete (or failed).
-  void Done();
+  // A spawn `taker` took an item for is complete (or failed).
+  void Done(int64_t taker);
+  // `taker` ended or was abandoned: its takes are no longer in flight.
+  void ForgetTaker(int64_t taker);
   // Items on the shelf, all or those `lender` lent.
   std::size_t Count(std::optional<int64_t> lender) const;
   std::size_t InFlight() const;
@@ -53,10 +59,10 @@ class Shelf {
   Shelf() = default;
   void Signal();
 
-  mutable std::mutex mu_;        // leaf lock; never held while taking the GIL
-  std::deque<ShelfItem> items_;  // GUARDED_BY(mu_)
-  std::size_t in_flight_ = 0;    // GUARDED_BY(mu_)
-  int taken_fd_ = -1;            // GUARDED_BY(mu_)
+  mutable std::mutex mu_;                     // leaf lock; never held while taking the GIL
+  std::deque<ShelfItem> items_;               // GUARDED_BY(mu_)
+  std::map<int64_t, std::size_t> in_flight_;  // GUARDED_BY(mu_): takes not yet done, by taker
+  int taken_fd_ = -1;                         // GUARDED_BY(mu_)
 };
 
 // Adds shelf_put, shelf_take, shelf_take_all, shelf_done, shelf_count, shelf_in_flight, shelf_items and

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -245,6 +246,36 @@ TEST_F(DriverTest, JoinTimesOutOnThreadBlockedInCThenAbandons) {
   ASSERT_TRUE(interp->Join(10));
   EXPECT_EQ(interp->outcome()->exc_type, "KeyboardInterrupt");
   EXPECT_FALSE(interp->Abandon()) << "finished: nothing left to abandon";
+}
+
+TEST_F(DriverTest, TellsTheRetiredListenerWhenAnInterpreterEndsOrIsAbandoned) {
+  std::mutex mu;
+  std::vector<int64_t> retired;
+  Registry::Get().SetRetiredListener([&](int64_t id) {
+    std::lock_guard lock(mu);
+    retired.push_back(id);
+  });
+  const auto heard = [&] {
+    std::lock_guard lock(mu);
+    return retired;
+  };
+  auto ends = Interpreter::Spawn("pass\n", "ends", 0);
+  ASSERT_TRUE(ends->Join(10));
+  EXPECT_EQ(heard(), std::vector<int64_t>{*ends->Snap().id});
+  Pipe started;
+  Pipe release;
+  auto stuck = Interpreter::Spawn(
+      Fmt("import os\nos.write({fd}, b'x')\n", started.w()) + Fmt("os.read({fd}, 1)\n", release.r()), "stuck",
+      0);
+  ASSERT_TRUE(started.Receive());
+  EXPECT_EQ(heard().size(), 1u) << "running: not retired";
+  EXPECT_TRUE(stuck->Abandon());
+  EXPECT_EQ(heard(), (std::vector<int64_t>{*ends->Snap().id, *stuck->Snap().id}));
+  release.Send();
+  ASSERT_TRUE(stuck->Join(10));
+  EXPECT_EQ(heard().back(), *stuck->Snap().id)
+      << "an abandoned one that got out retires again (listeners are idempotent)";
+  Registry::Get().SetRetiredListener(nullptr);
 }
 
 TEST_F(DriverTest, ExitFdBecomesReadableExactlyOnce) {

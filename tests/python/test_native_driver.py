@@ -1,5 +1,6 @@
 # The native subinterpreter driver from Python: lifecycle, outcomes, interrupt, abandon, done and exit fds, ending,
 # bad input.
+import contextlib
 import math
 import os
 import select
@@ -504,3 +505,45 @@ def test_the_shelf_lends_a_handle_and_its_fd_to_whoever_takes_it(pipe):
         native.shelf_put(handle, control_r, [])
     os.close(control_r)
     os.close(control_w)
+
+
+@pytest.mark.parametrize('how', ['ends', 'abandoned'])
+def test_a_taker_that_ends_or_is_abandoned_mid_spawn_no_longer_counts_in_flight(pipe, how):
+    # A taker hard-killed between its take and its shelf_done(), or stuck in C, would otherwise hold the
+    # lender's refill back for the rest of the process.
+    r, w = pipe
+    lent = driver.spawn(f'import os\nos.read({r}, 1)\n', name='lent')
+    control_r, control_w = os.pipe()
+    taken_fd = native.shelf_taken_fd()
+    native.shelf_put(lent, control_r, [])
+    hold_r, hold_w = os.pipe()
+    with contextlib.suppress(BlockingIOError):
+        os.read(taken_fd, 8)
+    taker = driver.spawn(
+        f'import os\nfrom subactor import _native\nassert _native.shelf_take() is not None\nos.read({hold_r}, 1)\n'
+    )
+    try:
+        assert select.select([taken_fd], [], [], 30)[0] == [taken_fd], 'woken by the take'
+        assert native.shelf_in_flight() == 1
+        os.read(taken_fd, 8)
+        if how == 'ends':
+            os.write(hold_w, b'x')
+            assert taker.join(30) and taker.outcome.ok, taker.outcome
+        else:
+            assert not taker.join(0.05)
+            assert taker.abandon()
+        assert native.shelf_in_flight() == 0
+        assert select.select([taken_fd], [], [], 0)[0] == [taken_fd], 'the lender is woken'
+        os.read(taken_fd, 8)
+        native.shelf_done()  # a late done (an abandoned taker getting out after all) counts nothing
+        assert native.shelf_in_flight() == 0
+        os.read(taken_fd, 8)
+    finally:
+        os.write(hold_w, b'x')
+        assert taker.join(30)
+        taker.close()
+        os.write(w, b'x')
+        assert lent.join(30)
+        lent.close()
+        for fd in (control_r, control_w, hold_r, hold_w):
+            os.close(fd)
