@@ -89,6 +89,7 @@ class Actor:
         self.transport = transport
         self.is_root = is_root
         self.bounds = bounds or Bounds.from_env()
+        _ipc.set_send_yield_interval(self.bounds.send_yield_interval)
         self.interp_id = interp_id
         self.loglevel = loglevel
         self.pid = os.getpid()

@@ -39,6 +39,11 @@ class Bounds:
     orphan_timeout: float = 2.0
     # Root actor: wait for the registrar at `registry_addr` to answer.
     registry_timeout: float = 5.0
+    # Not a wait but a bound on not yielding: back-to-back sends on a channel (a stream's sender) go through the
+    # scheduler at least this often, so other tasks wait at most this long behind a busy sender. Every send is
+    # still a cancel point. Larger moves a stream in bigger batches (fewer thread switches between actors that
+    # share a GIL); smaller is fairer.
+    send_yield_interval: float = 0.0001
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -6,6 +6,13 @@
 # protocol error: it closes that one channel (every waiter wakes with TransportClosed), never the process.
 # `abort()` is synchronous so a parent giving up on a child can wake every task parked on its channel at once
 # (conc-anal/orphaned-channel-after-hard-kill.md).
+#
+# Scheduling: a send is a cancel point every time, and a schedule point at least every `send_yield_interval`
+# (a Bounds field): back-to-back sends within that interval of the channel's last yield do not yield again.
+# A yield is a pass of the scheduler, and under a subinterpreter's shared GIL each pass's I/O poll hands the GIL
+# to the peer's thread, so yielding per message moves a stream one message per thread switch; yielding per
+# interval moves it in batches. The streak of a task that does not yield is bounded by the interval: the
+# channel's last yield cannot be later than the start of the running task's streak (nothing else ran since).
 from __future__ import annotations
 
 import errno
@@ -15,6 +22,7 @@ import socket
 import struct
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +41,18 @@ _READ_SIZE = 256 * 1024
 
 Addr = tuple[str, str, int]  # ('tcp', host, port) | ('uds', path, 0)
 TRANSPORTS = ('tcp', 'uds')
+
+# Set from the actor's Bounds (set_send_yield_interval); the default matches Bounds'.
+_send_yield_interval_ns = 100_000
+
+
+def set_send_yield_interval(seconds: float) -> None:
+    """How long back-to-back sends on a channel may go without yielding to the scheduler (this interpreter's
+    channels; the actor sets it from its Bounds)."""
+    global _send_yield_interval_ns
+    if not seconds > 0:
+        raise ValueError(f'send_yield_interval must be a positive number of seconds, not {seconds!r}')
+    _send_yield_interval_ns = int(seconds * 1e9)
 
 
 def _socket_calls() -> tuple[Callable[[int, Any], int], Callable[[int, int], bytes]]:
@@ -62,6 +82,7 @@ class Channel:
         self._codec = Codec()
         self._send_now, self._recv_now = _socket_calls()
         self._send_lock = trio.StrictFIFOLock()
+        self._yielded_at = 0  # perf_counter_ns when a sender last resumed from a yield in send_frame
         self._buf = bytearray()
         self._ready: deque[Msg] = deque()
         self._max_frame = max_frame
@@ -105,8 +126,9 @@ class Channel:
     async def send_frame(self, frame: bytes, *, then_park: bool = False) -> None:
         # Every scheduler pass on a round trip's path is latency, and under a subinterpreter's shared GIL so is
         # every pass after the write: the peer's thread, woken by it, waits for the GIL until this loop sleeps.
-        # trio's lock and socket each yield once per send; here an uncontended send yields once, after the
-        # write (none with `then_park`), and a contended one queues behind the lock in FIFO order.
+        # trio's lock and socket each yield once per send; here an uncontended send yields at most once, after
+        # the write (none with `then_park`; none within send_yield_interval of the last: see the top of this
+        # file), and a contended one queues behind the lock in FIFO order.
         if self._closed_reason is not None:
             raise TransportClosed(f'cannot send on {self!r}')
         lock = self._send_lock
@@ -122,8 +144,11 @@ class Channel:
             raise TransportClosed(f'{self!r}: {exc}') from None
         finally:
             lock.release()
-        if not (waited or then_park):
+        if waited:
+            self._yielded_at = time.perf_counter_ns()
+        elif not then_park and time.perf_counter_ns() - self._yielded_at >= _send_yield_interval_ns:
             await trio.lowlevel.cancel_shielded_checkpoint()
+            self._yielded_at = time.perf_counter_ns()
 
     async def _write(self, frame: bytes) -> bool:
         """Write all of `frame`, waiting for room when the socket is full; whether it had to wait. Cancelled

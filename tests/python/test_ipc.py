@@ -1,4 +1,5 @@
 # IPC units: channel framing over a socketpair, the message codec, error boxing, addresses and bounds.
+import contextlib
 import logging
 import socket
 import struct
@@ -233,6 +234,65 @@ async def test_send_is_a_checkpoint_and_then_park_skips_only_the_yield():
     assert peer.recv(1 << 16) == frame(codec.encode(_msg.Stop('b'))) + frame(codec.encode(_msg.Stop('c')))
     await chan.aclose()
     peer.close()
+
+
+@actor_test(root=False)
+async def test_back_to_back_sends_yield_once_per_interval_and_stay_cancel_points():
+    chan, peer = channel_pair()
+    peer.setblocking(False)
+    received = bytearray()
+    turns = 0
+
+    async def bystander() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    async def burst(n: int) -> int:
+        """How often another task ran while `n` sends went out (drained after, so none waits for room)."""
+        before = turns
+        for i in range(n):
+            await chan.send(_msg.Stop(str(i)))
+        ran = turns - before
+        with contextlib.suppress(BlockingIOError):
+            while data := peer.recv(1 << 16):
+                received.extend(data)
+        return ran
+
+    default = Bounds().send_yield_interval
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bystander)
+            await trio.lowlevel.checkpoint()
+            _ipc.set_send_yield_interval(60)
+            # Only the first send yields (none had for a minute): the other task runs in the rest of that pass
+            # and the next one.
+            assert await burst(50) <= 2
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                with pytest.raises(trio.Cancelled):
+                    await chan.send(_msg.Stop('never'))  # still a cancel point, yield or not
+            _ipc.set_send_yield_interval(1e-9)
+            assert await burst(50) >= 49  # each send yields
+            nursery.cancel_scope.cancel()
+    finally:
+        _ipc.set_send_yield_interval(default)
+    with pytest.raises(ValueError, match='send_yield_interval'):
+        _ipc.set_send_yield_interval(0)
+    codec = _msg.Codec()
+    assert bytes(received) == b''.join(frame(codec.encode(_msg.Stop(str(i)))) for i in range(50)) * 2
+    await chan.aclose()
+    peer.close()
+
+
+@actor_test(root=False)
+async def test_the_send_yield_interval_comes_from_the_actors_bounds():
+    try:
+        async with subactor.open_root_actor(bounds={'send_yield_interval': 0.25}):
+            assert _ipc._send_yield_interval_ns == 250_000_000
+    finally:
+        _ipc.set_send_yield_interval(Bounds().send_yield_interval)
 
 
 @actor_test(root=False)
