@@ -1,7 +1,7 @@
 # Channels: length-prefixed msgpack frames over a trio byte stream (TCP, Unix socket or inherited socketpair).
 #
-# Design: one task reads a channel (the actor's per-channel dispatcher); any number of tasks send, serialized by a
-# FIFO lock. A frame is a 4-byte big-endian length then the payload. Encoding happens before the lock is taken, so
+# Design: one task reads a channel (the actor's per-channel dispatcher); any number of tasks send, one at a time in
+# FIFO order. A frame is a 4-byte big-endian length then the payload. Encoding happens before a sender waits its turn, so
 # an unencodable value fails in the sender and leaves the channel usable. A malformed or oversized frame is a
 # protocol error: it closes that one channel (every waiter wakes with TransportClosed), never the process.
 # `abort()` is synchronous so a parent giving up on a child can wake every task parked on its channel at once
@@ -65,6 +65,29 @@ def _socket_calls() -> tuple[Callable[[int, Any], int], Callable[[int, int], byt
     return os.write, os.read
 
 
+class _WriteTurn:
+    """Whose turn it is to write on a channel: one sender at a time, the others in FIFO order, the turn handed
+    straight from one to the next (no barging). trio.StrictFIFOLock does the same with per-task ownership
+    bookkeeping that costs more than the write it guards; senders here always give the turn back in `finally`."""
+
+    __slots__ = ('_queue', 'busy')
+
+    def __init__(self) -> None:
+        self.busy = False
+        self._queue = trio.lowlevel.ParkingLot()
+
+    async def wait(self) -> None:
+        """Wait for the turn (call only while `busy`); returns owning it. Cancelled, it does not own it: an
+        unpark is final, so a task handed the turn always resumes normally."""
+        await self._queue.park()
+
+    def give_back(self) -> None:
+        if self._queue:
+            self._queue.unpark()  # the next sender owns it now: `busy` stays set
+        else:
+            self.busy = False
+
+
 class Channel:
     """A bidirectional message channel to one peer actor.
 
@@ -81,7 +104,7 @@ class Channel:
         self._stream = stream
         self._codec = Codec()
         self._send_now, self._recv_now = _socket_calls()
-        self._send_lock = trio.StrictFIFOLock()
+        self._write_turn = _WriteTurn()
         self._yielded_at = 0  # perf_counter_ns when a sender last resumed from a yield in send_frame
         self._buf = bytearray()
         self._ready: deque[Msg] = deque()
@@ -128,22 +151,22 @@ class Channel:
         # every pass after the write: the peer's thread, woken by it, waits for the GIL until this loop sleeps.
         # trio's lock and socket each yield once per send; here an uncontended send yields at most once, after
         # the write (none with `then_park`; none within send_yield_interval of the last: see the top of this
-        # file), and a contended one queues behind the lock in FIFO order.
+        # file), and a contended one waits for its turn in FIFO order.
         if self._closed_reason is not None:
             raise TransportClosed(f'cannot send on {self!r}')
-        lock = self._send_lock
-        if lock.locked():
-            await lock.acquire()
+        turn = self._write_turn
+        if turn.busy:
+            await turn.wait()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-            lock.acquire_nowait()
+            turn.busy = True
         try:
             waited = await self._write(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._mark_closed(f'send failed: {exc!r}')
             raise TransportClosed(f'{self!r}: {exc}') from None
         finally:
-            lock.release()
+            turn.give_back()
         if waited:
             self._yielded_at = time.perf_counter_ns()
         elif not then_park and time.perf_counter_ns() - self._yielded_at >= _send_yield_interval_ns:

@@ -228,7 +228,7 @@ async def test_send_is_a_checkpoint_and_then_park_skips_only_the_yield():
         nursery.start_soon(other_task)
         await chan.send(_msg.Stop('b'), then_park=True)
         assert ran == []  # no schedule point: the write went out at once and nothing else ran
-        with trio.testing.assert_checkpoints():  # a plain send is a schedule point too
+        with trio.testing.assert_checkpoints():  # a plain send is a schedule point too (the channel's first)
             await chan.send(_msg.Stop('c'))
     codec = _msg.Codec()
     assert peer.recv(1 << 16) == frame(codec.encode(_msg.Stop('b'))) + frame(codec.encode(_msg.Stop('c')))
@@ -322,6 +322,33 @@ async def test_sends_wait_for_room_and_keep_their_order_when_the_socket_is_full(
             await trio.testing.wait_all_tasks_blocked()  # each queues behind the one before it
         got = [await peer_chan.recv() for _ in payloads]
     assert [(m.cid, m.value) for m in got] == [(str(i), p) for i, p in enumerate(payloads)]
+    await chan.aclose()
+    await peer_chan.aclose()
+
+
+@actor_test(root=False)
+async def test_a_sender_cancelled_while_waiting_its_turn_neither_writes_nor_holds_up_the_others():
+    chan, peer = channel_pair()
+    _small_buffers(chan, peer)
+    peer_chan = _ipc.Channel(trio.SocketStream(trio.socket.from_stdlib_socket(peer)))
+    scopes = [trio.CancelScope() for _ in range(4)]
+
+    async def send(i: int) -> None:
+        with scopes[i]:
+            await chan.send(_msg.Yield(str(i), bytes([i]) * 50_000))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(4):
+            nursery.start_soon(send, i)
+            await trio.testing.wait_all_tasks_blocked()  # 0 writes (blocked on room), 1-3 wait their turn
+        scopes[1].cancel()
+        scopes[3].cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        got = [await peer_chan.recv() for _ in range(2)]
+        await chan.send(_msg.Stop('after'))  # the turn is free again: this does not wait
+        got.append(await peer_chan.recv())
+    assert [m.cid for m in got] == ['0', '2', 'after']
+    assert not scopes[0].cancelled_caught and scopes[1].cancelled_caught and scopes[3].cancelled_caught
     await chan.aclose()
     await peer_chan.aclose()
 
