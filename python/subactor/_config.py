@@ -30,6 +30,10 @@ class Bounds:
     # Subinterpreter backend, hard kill: wait this long for the child's loop to acknowledge the kill byte (it then
     # aborts its own tasks, finally blocks included) before taking it as busy in Python and injecting exceptions.
     kill_ack_grace: float = 0.02
+    # Subinterpreter backend, hard kill: while one runs, a thread waiting for the shared GIL asks its holder to let
+    # go after this long (the process's switch interval, normally 5 ms), so each step of the kill gets the GIL
+    # from a spinning child, or from a pool interpreter importing meanwhile, without waiting out whole intervals.
+    kill_switch_interval: float = 0.001
     # Subinterpreter backend: join after injecting an exception; past this the thread is abandoned.
     interrupt_join_timeout: float = 2.0
     # Subinterpreter backend: times an exception is injected (backing off over interrupt_join_timeout).

@@ -58,6 +58,32 @@ async def test_interrupt_reclaims_child(fn, signal_value):
     assert subactor.current_actor().abandoned == []
 
 
+@actor_test(bounds={**FAST, 'kill_switch_interval': 0.0007})
+async def test_a_hard_kill_hands_the_gil_over_quickly_while_it_runs_and_restores_the_switch_interval(
+    tmp_path,
+):
+    before = sys.getswitchinterval()
+    seen = tmp_path / 'interval'
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('spinner', enable_modules=['actors.stuck'])
+        async with trio.open_nursery() as n:
+
+            async def hold_context(task_status=trio.TASK_STATUS_IGNORED):
+                with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
+                    async with portal.open_context(stuck.spin_noting_the_switch_interval, path=str(seen)) as (
+                        _,
+                        first,
+                    ):
+                        task_status.started(first)
+                        await trio.sleep_forever()
+
+            assert await n.start(hold_context) == before
+            await an.cancel(hard_kill=True)
+    assert float(seen.read_text()) == 0.0007, 'the spinning child saw the lowered interval'
+    assert sys.getswitchinterval() == before
+    assert subactor.current_actor().abandoned == []
+
+
 @actor_test(bounds={'cancel_timeout': 0.3, 'kill_ack_grace': 10.0})
 async def test_kill_byte_alone_unwinds_a_shielded_child_and_runs_its_finally_blocks(tmp_path):
     """The kill byte throws HardKilled into the shielded task itself: no injected exception is needed (the

@@ -1,4 +1,5 @@
 # Remote functions that misbehave on purpose: spin in Python, ignore cancellation, block in C.
+import sys
 import time
 
 import trio
@@ -13,6 +14,19 @@ async def spin_after_started(ctx):
     await ctx.started('spinning')
     while True:
         pass
+
+
+@subactor.context
+async def spin_noting_the_switch_interval(ctx, path):
+    """Spin like spin_after_started; write the GIL switch interval to `path` once it differs from the first."""
+    first = sys.getswitchinterval()
+    await ctx.started(first)
+    while True:
+        if sys.getswitchinterval() != first:
+            with open(path, 'w') as f:  # noqa: ASYNC230 (blocking on purpose: this task never yields again)
+                f.write(repr(sys.getswitchinterval()))
+            while True:
+                pass
 
 
 @subactor.context
