@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import sys
+import types
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -46,6 +47,14 @@ class _RpcTask:
         self.scope = trio.CancelScope()
         # Trio time by which the caller that cancelled this task expects its final message (CancelTask.budget).
         self.deadline: float | None = None
+
+
+def _is_plain_sync(fn: types.FunctionType) -> bool:
+    return not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+
+
+async def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 # The remote task the current trio task works for (inherited by every task it starts, e.g. an actor nursery's
@@ -235,7 +244,8 @@ class Actor:
                 msg = await chan.recv()
                 cid = getattr(msg, 'cid', None)
                 if isinstance(msg, Start):
-                    self._start_rpc(chan, msg)
+                    if not self._run_inline(chan, msg):
+                        self._start_rpc(chan, msg)
                 elif isinstance(msg, CancelTask):
                     task = self._rpc_tasks.get((id(chan), msg.cid))
                     if task is not None:
@@ -326,15 +336,52 @@ class Actor:
             raise ModuleNotExposed(f'module {ns!r} has no function {func!r} (in actor {self.name!r})')
         return fn
 
-    def _start_rpc(self, chan: Channel, msg: Start) -> None:
+    def _run_inline(self, chan: Channel, msg: Start) -> bool:
+        """Serve `portal.run` of a plain (sync) function here, in the channel's dispatcher, rather than in a task
+        of its own: it cannot yield or be cancelled, so a task adds nothing but two scheduler passes, and each
+        pass is latency on every round trip (under a shared GIL, a hand-off of the GIL too). The reply goes out
+        without awaiting (a task finishes a write the socket could not take at once). False, nothing done: the
+        call takes the task path (an async function, a refusal while cancelling, a sender holding the turn)."""
+        if msg.kind != 'run' or self._cancel_called or chan.closed:
+            return False
+        try:
+            fn = self.lookup(msg.ns, msg.func)
+        except Exception:
+            return False  # the task path reports it
+        if type(fn) is not types.FunctionType or not _is_plain_sync(fn) or is_context_fn(fn):
+            return False
+        try:
+            result = fn(**msg.kwargs)
+        except Exception as exc:
+            final: Return | Error = Error(msg.cid, pack_error(exc, local_uid=self.uid))
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: end the actor as from a task of its own
+            self.service.start_soon(_reraise, exc)
+            return True
+        else:
+            if inspect.isawaitable(result):  # a plain function that returned a coroutine: await it in a task
+                self._start_rpc(chan, msg, awaiting=result)
+                return True
+            final = Return(msg.cid, result)
+        try:
+            frame = chan.encode(final)
+        except MessageEncodeError as exc:
+            frame = chan.encode(Error(msg.cid, pack_error(exc, local_uid=self.uid)))
+        if not chan.send_frame_nowait(frame, self.service):
+            self.service.start_soon(self._send_final, chan, final)
+        return True
+
+    def _start_rpc(self, chan: Channel, msg: Start, *, awaiting: Awaitable[Any] | None = None) -> None:
+        """Serve `msg` in a task of its own; `awaiting`: the call already ran (inline) and returned this."""
         ctx = Context(chan, msg.cid, side='callee', local_uid=self.uid, fn_name=f'{msg.ns}.{msg.func}')
         task = _RpcTask(ctx)
         ctx._scope = task.scope
         chan.ctxs[msg.cid] = ctx
         self._rpc_tasks[(id(chan), msg.cid)] = task
-        self.service.start_soon(self._run_rpc, chan, msg, task)
+        self.service.start_soon(self._run_rpc, chan, msg, task, awaiting)
 
-    async def _run_rpc(self, chan: Channel, msg: Start, task: _RpcTask) -> None:
+    async def _run_rpc(
+        self, chan: Channel, msg: Start, task: _RpcTask, awaiting: Awaitable[Any] | None = None
+    ) -> None:
         _current_rpc_task.set(task)  # this trio task's own context: visible to it and the tasks it starts
         ctx = task.ctx
         final: Return | Error
@@ -345,11 +392,15 @@ class Actor:
                 if self._cancel_called and not task.scope.cancel_called:
                     # Refused as a cancellation: to the caller this call was cancelled with the actor.
                     ctx.canceller = self._cancel_requested_by or self.uid
+                    if inspect.iscoroutine(awaiting):
+                        awaiting.close()  # refused: never awaited
                     await self._send_final(chan, self._cancel_error(ctx))
                     return
-                fn = self.lookup(msg.ns, msg.func)
                 with task.scope:
-                    result = await self._invoke(fn, msg, ctx)
+                    if awaiting is not None:
+                        result = await awaiting
+                    else:
+                        result = await self._invoke(self.lookup(msg.ns, msg.func), msg, ctx)
                 if task.scope.cancelled_caught:
                     final = self._cancel_error(ctx)
                 else:

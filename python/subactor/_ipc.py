@@ -173,12 +173,47 @@ class Channel:
             await trio.lowlevel.cancel_shielded_checkpoint()
             self._yielded_at = time.perf_counter_ns()
 
-    async def _write(self, frame: bytes) -> bool:
-        """Write all of `frame`, waiting for room when the socket is full; whether it had to wait. Cancelled
-        part-way through a frame, the channel cannot be used again (the peer would read half a frame): it is
-        closed."""
+    def send_frame_nowait(self, frame: bytes, nursery: trio.Nursery) -> bool:
+        """Send `frame` without awaiting, when no other sender has the turn: written at once if the socket takes it
+        all, else finished by a task started in `nursery` that keeps the turn until the frame is out. False when
+        the turn is taken (nothing written: the caller sends it the awaiting way). A failed write closes the
+        channel, as in send_frame; the reader then sees it closed."""
+        turn = self._write_turn
+        if turn.busy:
+            return False
         sock = self._stream.socket
-        view = memoryview(frame)
+        if self._closed_reason is not None or sock.fileno() == -1:
+            return True  # nothing can go out; whoever reads or sends next gets TransportClosed
+        turn.busy = True
+        try:
+            sent = self._send_now(sock.fileno(), frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._mark_closed(f'send failed: {exc!r}')
+            turn.give_back()
+            return True
+        if sent == len(frame):
+            turn.give_back()
+        else:
+            nursery.start_soon(self._finish_frame, frame, sent)
+        return True
+
+    async def _finish_frame(self, frame: bytes, sent: int) -> None:
+        """Write the rest of a frame `send_frame_nowait` began, holding the turn it took."""
+        try:
+            await self._write(frame, sent)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._mark_closed(f'send failed: {exc!r}')
+        finally:
+            self._write_turn.give_back()
+
+    async def _write(self, frame: bytes, sent: int = 0) -> bool:
+        """Write all of `frame` (but its first `sent` bytes, already out), waiting for room when the socket is
+        full; whether it had to wait. Cancelled part-way through a frame, the channel cannot be used again (the
+        peer would read half a frame): it is closed."""
+        sock = self._stream.socket
+        view = memoryview(frame)[sent:]
         waited = False
         try:
             while view:

@@ -354,6 +354,25 @@ async def test_a_sender_cancelled_while_waiting_its_turn_neither_writes_nor_hold
 
 
 @actor_test(root=False)
+async def test_send_frame_nowait_writes_at_once_or_finishes_in_a_task_holding_the_turn():
+    chan, peer = channel_pair()
+    _small_buffers(chan, peer)
+    peer_chan = _ipc.Channel(trio.SocketStream(trio.socket.from_stdlib_socket(peer)))
+    small, big = chan.encode(_msg.Stop('small')), chan.encode(_msg.Yield('big', b'x' * 200_000))
+    async with trio.open_nursery() as nursery:
+        assert chan.send_frame_nowait(small, nursery)  # the socket took it: no task
+        assert len(nursery.child_tasks) == 0
+        assert chan.send_frame_nowait(big, nursery)  # too big for the socket: a task finishes it
+        assert len(nursery.child_tasks) == 1
+        assert not chan.send_frame_nowait(small, nursery), 'the turn is held until the big frame is out'
+        nursery.start_soon(chan.send, _msg.Stop('after'))  # waits its turn, never splits the big frame
+        got = [await peer_chan.recv() for _ in range(3)]
+    assert [m.cid for m in got] == ['small', 'big', 'after'] and got[1].value == b'x' * 200_000
+    await chan.aclose()
+    await peer_chan.aclose()
+
+
+@actor_test(root=False)
 async def test_a_send_cancelled_part_way_through_a_frame_closes_the_channel():
     """The peer must never read half a frame followed by the next one: the channel closes instead."""
     chan, peer = channel_pair()

@@ -27,6 +27,42 @@ async def test_run_sync_async_and_values_round_trip():
 
 
 @actor_test
+async def test_plain_functions_are_served_by_the_dispatcher_and_awaitable_results_by_a_task():
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('inline', enable_modules=['actors.basic'])
+        assert 'serve_channel' in await portal.run(basic.serving_task_name)
+        assert '_run_rpc' in await portal.run(basic.async_serving_task_name)
+        assert await portal.run(basic.returns_a_coroutine, a=4, b=5) == 9
+        await portal.cancel_actor()
+
+
+@actor_test
+async def test_replies_bigger_than_the_socket_takes_at_once_arrive_whole_and_in_between_others():
+    # A reply the socket cannot take at once is finished by a task holding the channel's turn: other replies
+    # (inline or not) wait for it and never interleave with it.
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('blobs', enable_modules=['actors.basic'])
+        results = {}
+
+        async def call(i):
+            if i % 3 == 0:
+                results[i] = await portal.run(basic.blob, size=3_000_000 + i, fill=i)
+            elif i % 3 == 1:
+                results[i] = await portal.run(basic.add, a=i, b=1)
+            else:
+                results[i] = await portal.run(basic.async_add, a=i, b=2)
+
+        async with trio.open_nursery() as n:
+            for i in range(12):
+                n.start_soon(call, i)
+        for i, value in results.items():
+            expected = [bytes([i]) * (3_000_000 + i), i + 1, i + 2][i % 3]
+            assert value == expected, i
+        assert len(results) == 12
+        await portal.cancel_actor()
+
+
+@actor_test
 async def test_concurrent_calls_on_one_portal():
     async with subactor.open_nursery() as an:
         portal = await an.start_actor('busy', enable_modules=['actors.basic'])

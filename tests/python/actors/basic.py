@@ -54,6 +54,24 @@ async def ignore_cancel():
         await trio.sleep_forever()
 
 
+def serving_task_name():
+    """The trio task serving this call: a plain function runs in the channel's dispatcher."""
+    return trio.lowlevel.current_task().name
+
+
+async def async_serving_task_name():
+    return trio.lowlevel.current_task().name
+
+
+def returns_a_coroutine(a, b):
+    """A plain function whose result is awaitable: the caller gets what it resolves to."""
+    return async_add(a, b)
+
+
+def blob(size, fill=120):
+    return bytes([fill]) * size
+
+
 def return_unencodable():
     return object()
 
