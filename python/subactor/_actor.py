@@ -351,7 +351,8 @@ class Actor:
         if type(fn) is not types.FunctionType or not _is_plain_sync(fn) or is_context_fn(fn):
             return False
         try:
-            result = fn(**msg.kwargs)
+            # In a copy of the dispatcher's context, as a task would run it: what it sets stays with this call.
+            result = contextvars.copy_context().run(fn, **msg.kwargs)
         except Exception as exc:
             final: Return | Error = Error(msg.cid, pack_error(exc, local_uid=self.uid))
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: end the actor as from a task of its own

@@ -33,6 +33,10 @@ async def test_plain_functions_are_served_by_the_dispatcher_and_awaitable_result
         assert 'serve_channel' in await portal.run(basic.serving_task_name)
         assert '_run_rpc' in await portal.run(basic.async_serving_task_name)
         assert await portal.run(basic.returns_a_coroutine, a=4, b=5) == 9
+        assert await portal.run(basic.set_a_context_var, value='first') == 'unset'
+        assert await portal.run(basic.set_a_context_var, value='second') == 'unset', (
+            'each call its own context'
+        )
         await portal.cancel_actor()
 
 

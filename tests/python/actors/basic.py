@@ -1,4 +1,5 @@
 # Plain remote functions used across the actor tests.
+import contextvars
 import sys
 
 import trio
@@ -61,6 +62,16 @@ def serving_task_name():
 
 async def async_serving_task_name():
     return trio.lowlevel.current_task().name
+
+
+_call_var = contextvars.ContextVar('call_var', default='unset')
+
+
+def set_a_context_var(value):
+    """Set a context variable; the value it had before (each call runs in its own copy of the context)."""
+    before = _call_var.get()
+    _call_var.set(value)
+    return before
 
 
 def returns_a_coroutine(a, b):
