@@ -27,6 +27,11 @@ std::string Fmt(const std::string& code, int fd) {
   return out;
 }
 
+// Code that says it started on `started`, then blocks in C (os.read) until `release` gets a byte.
+std::string StartThenBlockInC(const Pipe& started, const Pipe& release) {
+  return Fmt("import os\nos.write({fd}, b'x')\n", started.w()) + Fmt("os.read({fd}, 1)\n", release.r());
+}
+
 bool Readable(int fd, int timeout_ms = 0) {
   pollfd p{fd, POLLIN, 0};
   return poll(&p, 1, timeout_ms) == 1;
@@ -222,9 +227,7 @@ TEST_F(DriverTest, WaitsForThreadsStartedInTheInterpreter) {
 TEST_F(DriverTest, JoinTimesOutOnThreadBlockedInCThenAbandons) {
   Pipe started;
   Pipe release;
-  auto interp = Interpreter::Spawn(
-      Fmt("import os\nos.write({fd}, b'x')\n", started.w()) + Fmt("os.read({fd}, 1)\n", release.r()), "stuck",
-      0);
+  auto interp = Interpreter::Spawn(StartThenBlockInC(started, release), "stuck", 0);
   ASSERT_TRUE(started.Receive());
   const auto t0 = Clock::now();
   EXPECT_FALSE(interp->Join(0.2));
@@ -264,9 +267,7 @@ TEST_F(DriverTest, TellsTheRetiredListenerWhenAnInterpreterEndsOrIsAbandoned) {
   EXPECT_EQ(heard(), std::vector<int64_t>{*ends->Snap().id});
   Pipe started;
   Pipe release;
-  auto stuck = Interpreter::Spawn(
-      Fmt("import os\nos.write({fd}, b'x')\n", started.w()) + Fmt("os.read({fd}, 1)\n", release.r()), "stuck",
-      0);
+  auto stuck = Interpreter::Spawn(StartThenBlockInC(started, release), "stuck", 0);
   ASSERT_TRUE(started.Receive());
   EXPECT_EQ(heard().size(), 1u) << "running: not retired";
   EXPECT_TRUE(stuck->Abandon());
@@ -443,9 +444,7 @@ TEST_F(DriverTest, DumpStacksNamesTheSpinningFunction) {
 
 TEST_F(DriverTest, LabelsShowInDumpsAndEndWithTheInterpreter) {
   Pipe started, release;
-  auto interp = Interpreter::Spawn(
-      Fmt("import os\nos.write({fd}, b'x')\n", started.w()) + Fmt("os.read({fd}, 1)\n", release.r()),
-      "pooled", 0);
+  auto interp = Interpreter::Spawn(StartThenBlockInC(started, release), "pooled", 0);
   ASSERT_TRUE(started.Receive());
   const int64_t id = *interp->Snap().id;
   Registry::Get().SetLabel(id, "actor 'worker'");

@@ -1,4 +1,5 @@
 # The subint backend's own guarantees: escalation steps, channel abort, abandoned threads, interpreter identity.
+import functools
 import os
 import subprocess
 import sys
@@ -26,6 +27,14 @@ def _driver():
     return _driver
 
 
+async def _hold_context_until_reclaimed(portal, fn, task_status=trio.TASK_STATUS_IGNORED, **kwargs):
+    """Open a context on `fn`, report its first value, hold it until the child is reclaimed under it."""
+    with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
+        async with portal.open_context(fn, **kwargs) as (_, first):
+            task_status.started(first)
+            await trio.sleep_forever()
+
+
 @actor_test
 async def test_child_reports_its_interpreter_and_shares_the_process():
     async with subactor.open_nursery() as an:
@@ -46,14 +55,7 @@ async def test_interrupt_reclaims_child(fn, signal_value):
     async with subactor.open_nursery() as an:
         portal = await an.start_actor('stuck', enable_modules=['actors.stuck'])
         async with trio.open_nursery() as n:
-
-            async def hold_context(task_status=trio.TASK_STATUS_IGNORED):
-                with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
-                    async with portal.open_context(fn) as (_, first):
-                        task_status.started(first)
-                        await trio.sleep_forever()
-
-            assert await n.start(hold_context) == signal_value
+            assert await n.start(_hold_context_until_reclaimed, portal, fn) == signal_value
             await an.cancel()
     assert subactor.current_actor().abandoned == []
 
@@ -67,17 +69,8 @@ async def test_a_hard_kill_hands_the_gil_over_quickly_while_it_runs_and_restores
     async with subactor.open_nursery() as an:
         portal = await an.start_actor('spinner', enable_modules=['actors.stuck'])
         async with trio.open_nursery() as n:
-
-            async def hold_context(task_status=trio.TASK_STATUS_IGNORED):
-                with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
-                    async with portal.open_context(stuck.spin_noting_the_switch_interval, path=str(seen)) as (
-                        _,
-                        first,
-                    ):
-                        task_status.started(first)
-                        await trio.sleep_forever()
-
-            assert await n.start(hold_context) == before
+            hold = functools.partial(_hold_context_until_reclaimed, path=str(seen))
+            assert await n.start(hold, portal, stuck.spin_noting_the_switch_interval) == before
             await an.cancel(hard_kill=True)
     assert float(seen.read_text()) == 0.0007, 'the spinning child saw the lowered interval'
     assert sys.getswitchinterval() == before
@@ -93,17 +86,8 @@ async def test_kill_byte_alone_unwinds_a_shielded_child_and_runs_its_finally_blo
     async with subactor.open_nursery() as an:
         portal = await an.start_actor('shielded', enable_modules=['actors.stuck'])
         async with trio.open_nursery() as n:
-
-            async def hold_context(task_status=trio.TASK_STATUS_IGNORED):
-                with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
-                    async with portal.open_context(stuck.ignore_cancel_with_cleanup, path=str(record)) as (
-                        _,
-                        first,
-                    ):
-                        task_status.started(first)
-                        await trio.sleep_forever()
-
-            assert await n.start(hold_context) == 'shielded'
+            hold = functools.partial(_hold_context_until_reclaimed, path=str(record))
+            assert await n.start(hold, portal, stuck.ignore_cancel_with_cleanup) == 'shielded'
             start = trio.current_time()
             await an.cancel()
         assert trio.current_time() - start < 5.0  # cancel_timeout + unwinding, far below the 10 s grace
