@@ -340,7 +340,9 @@ class Actor:
         """Serve `portal.run` of a plain (sync) function here, in the channel's dispatcher, rather than in a task
         of its own: it cannot yield or be cancelled, so a task adds nothing but two scheduler passes, and each
         pass is latency on every round trip (under a shared GIL, a hand-off of the GIL too). The reply goes out
-        without awaiting (a task finishes a write the socket could not take at once). False, nothing done: the
+        without awaiting (a task finishes a write the socket could not take at once): a dispatcher must never
+        wait for room to write, or two peers' dispatchers, each waiting for the other to read, would deadlock
+        (a full socket each way, neither reading). False, nothing done: the
         call takes the task path (an async function, a refusal while cancelling, a sender holding the turn)."""
         if msg.kind != 'run' or self._cancel_called or chan.closed:
             return False
