@@ -1,4 +1,4 @@
-# Named, configurable bounds for every wait the runtime makes (seconds), with environment overrides.
+# Named, configurable bounds (seconds) on every wait the runtime makes and on two scheduling choices.
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,8 @@ CHILD_SHARE_OF_BUDGET = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class Bounds:
-    """Every bounded wait in the runtime. Override per root actor (`open_root_actor(bounds=...)`) or with the
+    """Every bounded wait in the runtime, and the two scheduling bounds (send_yield_interval,
+    kill_switch_interval), in seconds. Override per root actor (`open_root_actor(bounds=...)`) or with the
     environment variable SUBACTOR_<FIELD> (e.g. SUBACTOR_CANCEL_TIMEOUT=5); children inherit their parent's."""
 
     # Spawn: child start-up until its handshake completes.
