@@ -49,10 +49,6 @@ class _RpcTask:
         self.deadline: float | None = None
 
 
-def _is_plain_sync(fn: types.FunctionType) -> bool:
-    return not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
-
-
 async def _reraise(exc: BaseException) -> None:
     raise exc
 
@@ -244,8 +240,7 @@ class Actor:
                 msg = await chan.recv()
                 cid = getattr(msg, 'cid', None)
                 if isinstance(msg, Start):
-                    if not self._run_inline(chan, msg):
-                        self._start_rpc(chan, msg)
+                    self._serve_start(chan, msg)
                 elif isinstance(msg, CancelTask):
                     task = self._rpc_tasks.get((id(chan), msg.cid))
                     if task is not None:
@@ -336,22 +331,30 @@ class Actor:
             raise ModuleNotExposed(f'module {ns!r} has no function {func!r} (in actor {self.name!r})')
         return fn
 
-    def _run_inline(self, chan: Channel, msg: Start) -> bool:
-        """Serve `portal.run` of a plain (sync) function here, in the channel's dispatcher, rather than in a task
-        of its own: it cannot yield or be cancelled, so a task adds nothing but two scheduler passes, and each
-        pass is latency on every round trip (under a shared GIL, a hand-off of the GIL too). The reply goes out
-        without awaiting (a task finishes a write the socket could not take at once): a dispatcher must never
-        wait for room to write, or two peers' dispatchers, each waiting for the other to read, would deadlock
-        (a full socket each way, neither reading). False, nothing done: the
-        call takes the task path (an async function, a refusal while cancelling, a sender holding the turn)."""
+    def _serve_start(self, chan: Channel, msg: Start) -> None:
+        """Serve a call. `portal.run` of a plain (sync) function runs here, in the channel's dispatcher, rather
+        than in a task of its own: it cannot yield or be cancelled, so a task adds nothing but two scheduler
+        passes, and each pass is latency on every round trip (under a shared GIL, a hand-off of the GIL too).
+        Its reply goes out without awaiting (a task finishes a write the socket could not take at once): a
+        dispatcher must never wait for room to write, or two peers' dispatchers, each waiting for the other to
+        read, would deadlock (a full socket each way, neither reading). Everything else (an async or context
+        function, a lookup that fails, a call refused while cancelling) gets a task."""
         if msg.kind != 'run' or self._cancel_called or chan.closed:
-            return False
+            self._start_rpc(chan, msg)
+            return
         try:
             fn = self.lookup(msg.ns, msg.func)
         except Exception:
-            return False  # the task path reports it
-        if type(fn) is not types.FunctionType or not _is_plain_sync(fn) or is_context_fn(fn):
-            return False
+            self._start_rpc(chan, msg)  # the task reports it
+            return
+        if (
+            type(fn) is not types.FunctionType
+            or inspect.iscoroutinefunction(fn)
+            or inspect.isasyncgenfunction(fn)
+            or is_context_fn(fn)
+        ):
+            self._start_rpc(chan, msg, fn=fn)
+            return
         try:
             # In a copy of the dispatcher's context, as a task would run it: what it sets stays with this call.
             result = contextvars.copy_context().run(fn, **msg.kwargs)
@@ -359,11 +362,11 @@ class Actor:
             final: Return | Error = Error(msg.cid, pack_error(exc, local_uid=self.uid))
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: end the actor as from a task of its own
             self.service.start_soon(_reraise, exc)
-            return True
+            return
         else:
             if inspect.isawaitable(result):  # a plain function that returned a coroutine: await it in a task
                 self._start_rpc(chan, msg, awaiting=result)
-                return True
+                return
             final = Return(msg.cid, result)
         try:
             frame = chan.encode(final)
@@ -371,19 +374,31 @@ class Actor:
             frame = chan.encode(Error(msg.cid, pack_error(exc, local_uid=self.uid)))
         if not chan.send_frame_nowait(frame, self.service):
             self.service.start_soon(self._send_final, chan, final)
-        return True
 
-    def _start_rpc(self, chan: Channel, msg: Start, *, awaiting: Awaitable[Any] | None = None) -> None:
-        """Serve `msg` in a task of its own; `awaiting`: the call already ran (inline) and returned this."""
+    def _start_rpc(
+        self,
+        chan: Channel,
+        msg: Start,
+        *,
+        fn: Callable[..., Any] | None = None,
+        awaiting: Awaitable[Any] | None = None,
+    ) -> None:
+        """Serve `msg` in a task of its own. `fn`: its function, already looked up; `awaiting`: the call already
+        ran (in the dispatcher) and returned this."""
         ctx = Context(chan, msg.cid, side='callee', local_uid=self.uid, fn_name=f'{msg.ns}.{msg.func}')
         task = _RpcTask(ctx)
         ctx._scope = task.scope
         chan.ctxs[msg.cid] = ctx
         self._rpc_tasks[(id(chan), msg.cid)] = task
-        self.service.start_soon(self._run_rpc, chan, msg, task, awaiting)
+        self.service.start_soon(self._run_rpc, chan, msg, task, fn, awaiting)
 
     async def _run_rpc(
-        self, chan: Channel, msg: Start, task: _RpcTask, awaiting: Awaitable[Any] | None = None
+        self,
+        chan: Channel,
+        msg: Start,
+        task: _RpcTask,
+        fn: Callable[..., Any] | None,
+        awaiting: Awaitable[Any] | None,
     ) -> None:
         _current_rpc_task.set(task)  # this trio task's own context: visible to it and the tasks it starts
         ctx = task.ctx
@@ -403,7 +418,7 @@ class Actor:
                     if awaiting is not None:
                         result = await awaiting
                     else:
-                        result = await self._invoke(self.lookup(msg.ns, msg.func), msg, ctx)
+                        result = await self._invoke(fn or self.lookup(msg.ns, msg.func), msg, ctx)
                 if task.scope.cancelled_caught:
                     final = self._cancel_error(ctx)
                 else:

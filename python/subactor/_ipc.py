@@ -1,8 +1,8 @@
 # Channels: length-prefixed msgpack frames over a trio byte stream (TCP, Unix socket or inherited socketpair).
 #
-# Design: one task reads a channel (the actor's per-channel dispatcher); any number of tasks send, one at a time in
-# FIFO order. A frame is a 4-byte big-endian length then the payload. Encoding happens before a sender waits its turn, so
-# an unencodable value fails in the sender and leaves the channel usable. A malformed or oversized frame is a
+# Design: one task reads a channel (the actor's per-channel dispatcher); any number of tasks send, one at a time
+# in FIFO order. A frame is a 4-byte big-endian length then the payload. Encoding happens before a sender waits
+# its turn, so an unencodable value fails in the sender and leaves the channel usable. A malformed or oversized frame is a
 # protocol error: it closes that one channel (every waiter wakes with TransportClosed), never the process.
 # `abort()` is synchronous so a parent giving up on a child can wake every task parked on its channel at once
 # (conc-anal/orphaned-channel-after-hard-kill.md).
