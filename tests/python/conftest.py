@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+import subactor
+
 pytest_plugins = [] if 'subactor._testing.plugin' in sys.modules else ['subactor._testing.plugin']
 
 # Known failures per backend, tracked as open work (not skipped: they still run, and pass silently if fixed).
@@ -27,3 +29,12 @@ def pytest_collection_modifyitems(config, items):
 from subactor.devx import resource_delta_fixture  # noqa: E402
 
 leak_gate = resource_delta_fixture(autouse=True, fail_on_leak=True, writer=None)
+
+
+@pytest.fixture
+def warm_pool_size():
+    """Set the subint warm pool's size for one test; the default pool comes back afterwards."""
+    from subactor._spawn import _warm_pool
+
+    yield subactor.set_warm_pool_size
+    subactor.set_warm_pool_size(_warm_pool.DEFAULT_POOL_SIZE)

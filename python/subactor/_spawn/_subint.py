@@ -305,7 +305,7 @@ class SubintChild(Child):
         pending, self._pending_start = self._pending_start, None
         if pending is None:
             return False
-        pending.pooled.control.close()
+        pending.pooled.close_control()
         return True
 
     def after_handshake(self) -> None:

@@ -255,7 +255,9 @@ class _Pooled:
 
     async def wait_ready(self) -> bool:
         """Sleep until it is ready (True) or has ended (False). Any number of tasks may wait: one waits on the
-        socket (trio allows one waiter per fd), the others on it."""
+        socket (trio allows one waiter per fd), the others on it. The socket may be let go of meanwhile (lent,
+        assigned, closed: see `_let_go`), which wakes the waiter with ClosedResourceError; the state read after
+        that is the answer (lent means it was ready)."""
         while (state := self.check_ready()) is False:
             if self._watched is not None:
                 await self._watched.wait()
@@ -263,22 +265,41 @@ class _Pooled:
             self._watched = trio.Event()
             try:
                 await trio.lowlevel.wait_readable(self.control)
+            except trio.ClosedResourceError:
+                pass  # let go of by another task: check_ready() now says what became of it
             finally:
                 watched, self._watched = self._watched, None
                 watched.set()
         return bool(state)
+
+    def _let_go(self) -> None:
+        """Before our control socket is detached or closed: wake the task waiting on it, if any, and drop the fd
+        from this trio run's epoll set. Without this the waiter keeps trio's registration of the fd *number*,
+        which the next socket to get that number inherits: its first reader fails with BusyResourceError, and
+        the stale waiter wakes on a stranger's data (conc-anal/warm-pool-fd-reuse.md)."""
+        if self._watched is not None and self.control.fileno() >= 0 and trio.lowlevel.in_trio_run():
+            trio.lowlevel.notify_closing(self.control)
+
+    def detach_control(self) -> int:
+        """Give up our end of the control socket without closing it (it goes on the shelf): its fd number."""
+        self._let_go()
+        return self.control.detach()
+
+    def close_control(self) -> None:
+        self._let_go()
+        self.control.close()
 
     def assign(self, channel_fd: int, name: str, uuid: str, kill_fd: int) -> None:
         """Tell it what to serve; our end of the control socket is closed either way."""
         try:
             self.control.sendall(f'{channel_fd}\x00{name}\x00{uuid}\x00{kill_fd}\n'.encode())
         finally:
-            self.control.close()
+            self.close_control()
 
     def release(self, timeout: float) -> bool:
         """End it unassigned (EOF on its control socket) and join it within `timeout`; True if it ended. A handle
         that is done but still finalizing is released too (the driver closes it when it finishes)."""
-        self.control.close()
+        self.close_control()
         ended = self.handle.join(timeout)
         if ended or self.handle.outcome is not None:
             self.handle.close()
@@ -325,7 +346,7 @@ class _WarmPool:
             if self._warming is entry:
                 self._warming = None
             _native().shelf_put(
-                entry.handle, entry.control.detach(), [entry.child_control_fd, *entry.loop_fds]
+                entry.handle, entry.detach_control(), [entry.child_control_fd, *entry.loop_fds]
             )
 
     def _lent(self) -> list[tuple[Any, int, list[int]]]:
@@ -502,7 +523,7 @@ class _WarmPool:
 
     async def _discard(self, entry: _Pooled) -> None:
         """Drop an interpreter that closed its control socket before it was ready, and say why it failed."""
-        entry.control.close()
+        entry.close_control()
         with trio.move_on_after(_DISCARD_JOIN_TIMEOUT):
             await trio.lowlevel.wait_readable(entry.handle.done_fd)  # its outcome is known from then on
         outcome = entry.handle.outcome
@@ -520,7 +541,7 @@ class _WarmPool:
         idle, self._idle = list(self._idle), collections.deque()
         idle += [_Pooled.from_shelf(item) for item in _native().shelf_take_all()]
         for entry in idle:
-            entry.control.close()
+            entry.close_control()
         deadline = time.monotonic() + timeout
         for entry in idle:
             entry.release(max(0.0, deadline - time.monotonic()))
