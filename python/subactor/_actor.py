@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from . import _ipc
+from . import _inbound, _ipc
 from ._config import RPC_SHARE_OF_BUDGET, Bounds
 from ._context import Context, is_context_fn
 from ._errors import MessageEncodeError, ModuleNotExposed, TransportClosed, pack_error
@@ -119,6 +119,7 @@ class Actor:
         self.nurseries: set[Any] = set()
         self._parent_chan: Channel | None = None
         self._listener: _ipc.Listener | None = None
+        self.inbound = _inbound.Inbound(self)
         self._registrar_chan: Channel | None = None
         self._registrar_lock = trio.Lock()
         # Registrar state (used when this actor is the registrar): name -> {uid: addr}.
@@ -175,13 +176,12 @@ class Actor:
 
     async def _accept_loop(self) -> None:
         assert self._listener is not None
-        while True:
-            try:
-                stream = await self._listener.accept()
-            except (trio.ClosedResourceError, OSError) as exc:
-                log.debug('%r: listener closed: %r', self, exc)
-                return
-            self.service.start_soon(self._serve_inbound, _ipc.Channel(stream, label='inbound'))
+        await self.inbound.accept_loop(
+            self._listener,
+            lambda stream: self.service.start_soon(
+                self._serve_inbound, _ipc.Channel(stream, label='inbound')
+            ),
+        )
 
     async def _serve_inbound(self, chan: Channel) -> None:
         try:
@@ -192,14 +192,16 @@ class Actor:
                 self.accept_hello(chan, hello)
                 await chan.send(self.hello())
         except (TransportClosed, trio.TooSlowError) as exc:
-            log.warning('%r: dropping inbound connection without a handshake: %s', self, exc)
+            self.inbound.log_dropped('%r: dropping inbound connection without a handshake: %s', self, exc)
             await chan.aclose()
+            self.inbound.channel_closed()
             return
         try:
             await self.serve_channel(chan)
         finally:
             # Nobody else holds an inbound channel: release its socket with its reader.
             await chan.aclose()
+            self.inbound.channel_closed()
 
     def hello(self) -> Hello:
         return Hello(

@@ -49,6 +49,12 @@ class Bounds:
     # still a cancel point. Larger moves a stream in bigger batches (fewer thread switches between actors that
     # share a GIL); smaller is fairer.
     send_yield_interval: float = 0.0001
+    # Accepting: after an accept fails for want of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), the listener
+    # tries again after a wait that doubles per failure up to this, and at once when one of its connections closes.
+    accept_backoff_max: float = 0.5
+    # Not a wait: events a peer can cause at will (a connection dropped before its handshake, a failed accept)
+    # are logged at most once per this interval, with the count of those not logged.
+    flood_log_interval: float = 10.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -381,6 +381,10 @@ class Listener:
     async def accept(self) -> trio.SocketStream:
         return await self._listener.accept()
 
+    @property
+    def closed(self) -> bool:
+        return self._listener.socket.fileno() == -1
+
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
             await self._listener.aclose()
