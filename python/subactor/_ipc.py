@@ -21,7 +21,6 @@ import os
 import socket
 import struct
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import trio
 
 from ._errors import MessageEncodeError, ProtocolError, TransportClosed
 from ._msg import Codec, Msg
+from ._rundir import runtime_dir
 
 log = logging.getLogger('subactor.ipc')
 
@@ -338,18 +338,6 @@ class Channel:
 
 
 # -- addresses, listeners, connections --------------------------------------------------------------------------
-
-
-def runtime_dir() -> str:
-    """Per-user directory (0700) holding Unix socket files."""
-    base = os.environ.get('XDG_RUNTIME_DIR')
-    if not base or not os.access(base, os.W_OK):
-        base = tempfile.gettempdir()
-        path = os.path.join(base, f'subactor-{os.getuid()}')
-    else:
-        path = os.path.join(base, 'subactor')
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
 
 
 def default_bind_addr(transport: str, name: str, uuid: str) -> Addr:

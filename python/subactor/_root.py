@@ -66,6 +66,9 @@ async def open_root_actor(
             actor.registry_addr = registry_addr
         else:
             bind_addr = registry_addr
+    if bind_addr is None:
+        # Here, not in serve(): a refusal (a socket directory we must not use) reaches the caller unwrapped.
+        bind_addr = _ipc.default_bind_addr(transport, name, actor.uid[1])
     body_exc: BaseException | None = None
     async with trio.open_nursery() as service_host:
         await service_host.start(

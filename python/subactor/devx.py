@@ -57,7 +57,6 @@ import re
 import socket
 import stat
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -466,15 +465,9 @@ def _socket_dir() -> Path:
     raw = os.environ.get('SUBACTOR_DUMP_SOCKET_DIR')
     if raw:
         return Path(raw)
-    runtime = os.environ.get('XDG_RUNTIME_DIR')
-    base = Path(runtime) / 'subactor' if runtime else Path(tempfile.gettempdir()) / f'subactor-{os.getuid()}'
-    base.mkdir(mode=0o700, exist_ok=True)
-    info = base.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise PermissionError(
-            f'refusing to use {str(base)!r} for dump sockets: not a private directory of ours'
-        )
-    return base
+    from ._rundir import runtime_dir
+
+    return Path(runtime_dir())
 
 
 def dump_socket_path(pid: int) -> Path:
