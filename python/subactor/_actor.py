@@ -176,32 +176,7 @@ class Actor:
 
     async def _accept_loop(self) -> None:
         assert self._listener is not None
-        await self.inbound.accept_loop(
-            self._listener,
-            lambda stream: self.service.start_soon(
-                self._serve_inbound, _ipc.Channel(stream, label='inbound')
-            ),
-        )
-
-    async def _serve_inbound(self, chan: Channel) -> None:
-        try:
-            with trio.fail_after(self.bounds.handshake_timeout):
-                hello = await chan.recv()
-                if not isinstance(hello, Hello):
-                    raise TransportClosed(f'expected a hello, got {type(hello).__name__}')
-                self.accept_hello(chan, hello)
-                await chan.send(self.hello())
-        except (TransportClosed, trio.TooSlowError) as exc:
-            self.inbound.log_dropped('%r: dropping inbound connection without a handshake: %s', self, exc)
-            await chan.aclose()
-            self.inbound.channel_closed()
-            return
-        try:
-            await self.serve_channel(chan)
-        finally:
-            # Nobody else holds an inbound channel: release its socket with its reader.
-            await chan.aclose()
-            self.inbound.channel_closed()
+        await self.inbound.accept_loop(self._listener)
 
     def hello(self) -> Hello:
         return Hello(
@@ -236,6 +211,7 @@ class Actor:
     async def serve_channel(self, chan: Channel) -> None:
         """Read `chan` until it closes, dispatching every message; never blocks on anything else."""
         ctxs: dict[str, Context] = chan.ctxs
+        chan.charge_to(self.inbound.buffers)
         reason: BaseException = TransportClosed(f'{chan!r} closed')
         try:
             while True:

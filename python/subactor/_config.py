@@ -1,4 +1,4 @@
-# Named, configurable bounds (seconds) on every wait the runtime makes and on two scheduling choices.
+# Named, configurable bounds: on every wait the runtime makes (seconds), two scheduling choices, and memory.
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +15,7 @@ CHILD_SHARE_OF_BUDGET = 0.5
 @dataclasses.dataclass(frozen=True)
 class Bounds:
     """Every bounded wait in the runtime, and the two scheduling bounds (send_yield_interval,
-    kill_switch_interval), in seconds. Override per root actor (`open_root_actor(bounds=...)`) or with the
+    kill_switch_interval), in seconds; then the bounds on what peers can make an actor hold (bytes, counts). Override per root actor (`open_root_actor(bounds=...)`) or with the
     environment variable SUBACTOR_<FIELD> (e.g. SUBACTOR_CANCEL_TIMEOUT=5); children inherit their parent's."""
 
     # Spawn: child start-up until its handshake completes.
@@ -55,12 +55,22 @@ class Bounds:
     # Not a wait: events a peer can cause at will (a connection dropped before its handshake, a failed accept)
     # are logged at most once per this interval, with the count of those not logged.
     flood_log_interval: float = 10.0
+    # Not times but sizes and counts: the memory peers can make an actor hold.
+    # Bytes: a frame received on an inbound connection before its handshake is done (a hello is ~100 bytes).
+    handshake_max_frame: float = 4096
+    # Bytes: partially received frames that all of an actor's channels hold together; the channel whose frame
+    # takes the total past it is closed. Keep it above one whole frame (64 MiB).
+    max_buffered_bytes: float = 256 * 1024 * 1024
+    # Inbound connections of an actor that have not finished their handshake; one more is closed at once.
+    max_pending_handshakes: float = 256
+    # Registrar calls (wait_for_actor) that one peer's channel may have waiting at once; one more is refused.
+    max_parked_calls: float = 1000
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
-                raise ValueError(f'bound {field.name} must be a positive number of seconds, not {value!r}')
+                raise ValueError(f'bound {field.name} must be a positive number, not {value!r}')
 
     @classmethod
     def from_env(cls, **overrides: float) -> Bounds:
@@ -71,9 +81,7 @@ class Bounds:
                 try:
                     values[field.name] = float(env)
                 except ValueError:
-                    raise ValueError(
-                        f'SUBACTOR_{field.name.upper()}={env!r} is not a number of seconds'
-                    ) from None
+                    raise ValueError(f'SUBACTOR_{field.name.upper()}={env!r} is not a number') from None
         values.update(overrides)
         return cls(**values)
 

@@ -13,7 +13,7 @@ import trio
 
 from . import _state
 from ._errors import RemoteActorError, TransportClosed
-from ._ipc import Addr, as_addr
+from ._ipc import Addr, Channel, as_addr
 
 if TYPE_CHECKING:
     from ._actor import Actor
@@ -52,9 +52,21 @@ def find_actor_addrs(name: str) -> list[list[Any]]:
 
 async def wait_for_actor_addr(name: str) -> list[Any]:
     actor = _registrar()
-    while not actor.registry.get(name):
-        await actor.registry_changed.park()
+    if not actor.registry.get(name):
+        with actor.inbound.parking(_calling_channel('wait_for_actor_addr')):
+            while not actor.registry.get(name):
+                await actor.registry_changed.park()
     return list(next(iter(actor.registry[name].values())))
+
+
+def _calling_channel(func: str) -> Channel | None:
+    """The channel of the peer whose call of `func` this task serves; None for a local call."""
+    from ._actor import _current_rpc_task
+
+    task = _current_rpc_task.get()
+    if task is None or task.ctx.fn_name != f'{__name__}.{func}':
+        return None
+    return task.ctx.chan
 
 
 # -- client side -------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-# An actor's inbound connections: accepting through a shortage of fds, and logging floods once per interval.
+# An actor's inbound connections: accepting through a shortage of fds, their handshake, the bounds on what
+# peers can make the actor hold, and logging floods once per interval.
 #
 # Design: the accept loop ends only when its listener is closed. Any other accept error (trio already retries
 # the ones that concern a single connection, such as ECONNABORTED) is a shortage of this process's resources,
@@ -6,13 +7,25 @@
 # ACCEPT_BACKOFF_MIN up to the `accept_backoff_max` bound) and tries again, and it tries again at once when one
 # of this actor's inbound channels closes (its fd is free then), so nothing waits out a whole backoff for an fd
 # this actor itself released. The connections that arrive meanwhile wait in the kernel's backlog.
+#
+# Memory (Bounds fields): before its handshake is done a connection may send only small frames
+# (handshake_max_frame) and at most max_pending_handshakes such connections exist at once (one more is closed
+# on accept); the partially received frames of all the actor's channels share one budget (max_buffered_bytes);
+# a peer's channel may park at most max_parked_calls registrar calls. What a peer can cause at will (a dropped
+# or refused connection, a bad frame before the handshake) is logged once per flood_log_interval.
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
+
+from . import _ipc
+from ._errors import TransportClosed
+from ._msg import Hello
 
 if TYPE_CHECKING:
     from ._actor import Actor
@@ -47,7 +60,7 @@ class FloodLog:
             args = (*args, self._suppressed, self._interval)
             self._suppressed = 0
         self._next = now + self._interval
-        self._logger.log(self._level, msg, *args)
+        self._logger.log(self._level, msg, *args, stacklevel=2)
         return True
 
 
@@ -59,11 +72,51 @@ class Inbound:
         interval = actor.bounds.flood_log_interval
         self.log_accept_error = FloodLog(log, logging.ERROR, interval)
         self.log_dropped = FloodLog(log, logging.WARNING, interval)
+        self.log_refused = FloodLog(log, logging.WARNING, interval)
+        self.log_bad_frame = FloodLog(_ipc.log, logging.ERROR, interval)
+        self.log_parked = FloodLog(log, logging.WARNING, interval)
+        # Every channel this actor reads charges its partial frames here.
+        self.buffers = _ipc.BufferBudget(int(actor.bounds.max_buffered_bytes))
+        # Inbound connections accepted whose handshake is not done.
+        self.pending = 0
+        # Registrar calls parked per peer channel.
+        self.parked: dict[_ipc.Channel, int] = {}
         # Times accept failed (introspection: tests and dumps); woken on each failure.
         self.accept_errors = 0
         self.accept_failed = trio.lowlevel.ParkingLot()
         # Woken whenever an inbound channel of this actor closes: its fd is free for the next accept.
         self._fd_released = trio.lowlevel.ParkingLot()
+
+    @contextlib.contextmanager
+    def parking(self, chan: _ipc.Channel | None) -> Iterator[None]:
+        """A registrar call from `chan`'s peer parks (waits for a change) for the block; refused (RuntimeError)
+        when that peer already has max_parked_calls parked. `chan` None: a local call, not counted."""
+        if chan is None:
+            yield
+            return
+        parked = self.parked.get(chan, 0)
+        limit = int(self._actor.bounds.max_parked_calls)
+        if parked >= limit:
+            self.log_parked(
+                '%r: refusing a registrar call from %r: %d of its calls are parked already (max_parked_calls)',
+                self._actor,
+                chan,
+                parked,
+            )
+            raise RuntimeError(
+                f'this peer already has {parked} registrar calls waiting (wait_for_actor) in actor '
+                f'{self._actor.name!r}, the most one peer may (Bounds.max_parked_calls={limit}); wait for '
+                'fewer actors at once'
+            )
+        self.parked[chan] = parked + 1
+        try:
+            yield
+        finally:
+            left = self.parked[chan] - 1
+            if left:
+                self.parked[chan] = left
+            else:
+                del self.parked[chan]
 
     def channel_closed(self) -> None:
         self._fd_released.unpark_all()
@@ -73,8 +126,8 @@ class Inbound:
         while not self.accept_errors:
             await self.accept_failed.park()
 
-    async def accept_loop(self, listener: Any, serve: Any) -> None:
-        """Accept on `listener` until it is closed, starting `serve(stream)` for each connection."""
+    async def accept_loop(self, listener: _ipc.Listener) -> None:
+        """Accept on `listener` until it is closed, serving each connection in the actor's service nursery."""
         actor = self._actor
         delay = 0.0
         while True:
@@ -101,4 +154,52 @@ class Inbound:
                     await self._fd_released.park()
                 continue
             delay = 0.0
-            serve(stream)
+            if self.pending >= actor.bounds.max_pending_handshakes:
+                stream.socket.close()
+                self.log_refused(
+                    '%r: refusing an inbound connection: %d connections have not finished their handshake '
+                    '(max_pending_handshakes)',
+                    actor,
+                    self.pending,
+                )
+                continue
+            try:
+                actor.service.start_soon(self._serve, _ipc.Channel(stream, label='inbound'))
+            except RuntimeError:  # the actor stopped serving meanwhile
+                stream.socket.close()
+                return
+            self.pending += 1
+
+    async def _serve(self, chan: _ipc.Channel) -> None:
+        actor = self._actor
+        try:
+            try:
+                await self._handshake(chan)
+            except (TransportClosed, trio.TooSlowError) as exc:
+                self.log_dropped('%r: dropping an inbound connection without a handshake: %s', actor, exc)
+                return
+            finally:
+                self.pending -= 1
+            await actor.serve_channel(chan)
+        finally:
+            # Nobody else holds an inbound channel: release its socket with its reader (also when cancelled).
+            await chan.aclose()
+            self.channel_closed()
+
+    async def _handshake(self, chan: _ipc.Channel) -> None:
+        """The listener's side: the peer's hello, then ours. Until it is done the peer may send only small
+        frames, and a bad one is logged as part of a flood."""
+        actor = self._actor
+        chan.charge_to(self.buffers)
+        chan.log_protocol_error = self.log_bad_frame
+        chan.limit_handshake(
+            int(actor.bounds.handshake_max_frame), 1, ' before the handshake (Bounds.handshake_max_frame)'
+        )
+        with trio.fail_after(actor.bounds.handshake_timeout):
+            hello = await chan.recv()
+            if not isinstance(hello, Hello):
+                raise TransportClosed(f'expected a hello, got {type(hello).__name__}')
+            actor.accept_hello(chan, hello)
+            await chan.send(actor.hello())
+        chan.end_handshake()
+        chan.log_protocol_error = _ipc.log.error

@@ -88,6 +88,17 @@ class _WriteTurn:
             self.busy = False
 
 
+class BufferBudget:
+    """The bytes of partially received frames that a set of channels (one actor's) hold, and their bound: a
+    channel whose buffer takes the total past `limit` is closed as a protocol error."""
+
+    __slots__ = ('limit', 'used')
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+
 class Channel:
     """A bidirectional message channel to one peer actor.
 
@@ -109,6 +120,16 @@ class Channel:
         self._buf = bytearray()
         self._ready: deque[Msg] = deque()
         self._max_frame = max_frame
+        self._read_size = _READ_SIZE
+        # During a handshake (limit_handshake): the next `_small_frames` frames received may not exceed
+        # `_small_max` bytes, and reads are that small, until end_handshake().
+        self._small_frames = 0
+        self._small_max = max_frame
+        self._small_note = ''
+        self._budget: BufferBudget | None = None
+        self._charged = 0  # bytes of self._buf counted in self._budget
+        # How a protocol error is logged (an actor logs its unauthenticated peers' errors once per interval).
+        self.log_protocol_error: Callable[..., Any] = log.error
         self._closed_reason: str | None = None
         self.label = label
         self.peer_uid: tuple[str, str] | None = None
@@ -125,6 +146,26 @@ class Channel:
     @property
     def closed(self) -> bool:
         return self._closed_reason is not None
+
+    def limit_handshake(self, max_frame: int, frames: int, note: str) -> None:
+        """Until `end_handshake()`: the next `frames` frames received may not exceed `max_frame` bytes (a
+        protocol error whose text ends with `note`), and reads take at most one such frame, so a peer that has
+        not yet proved anything makes this channel buffer little more than that."""
+        self._small_frames = frames
+        self._small_max = max_frame
+        self._small_note = note
+        self._read_size = min(_READ_SIZE, max_frame + _HEADER.size)
+
+    def end_handshake(self) -> None:
+        self._small_frames = 0
+        self._read_size = _READ_SIZE
+
+    def charge_to(self, budget: BufferBudget) -> None:
+        """Count this channel's partially received frames in `budget` (see BufferBudget)."""
+        if budget is self._budget:
+            return
+        self._release_charge()
+        self._budget = budget
 
     def encode(self, msg: Msg) -> bytes:
         payload = self._codec.encode(msg)
@@ -250,7 +291,7 @@ class Channel:
             if sock.fileno() == -1:
                 raise trio.ClosedResourceError('the socket was closed')
             try:
-                data = self._recv_now(sock.fileno(), _READ_SIZE)
+                data = self._recv_now(sock.fileno(), self._read_size)
                 break
             except BlockingIOError:
                 waited = True
@@ -272,8 +313,10 @@ class Channel:
             raise TransportClosed(f'{self!r}')
         try:
             self._parse(data)
+            if self._budget is not None:
+                self._charge(self._budget)
         except ProtocolError as exc:
-            log.error('protocol error on %r: %s; closing this channel', self, exc)
+            self.log_protocol_error('protocol error on %r: %s; closing this channel', self, exc)
             self._mark_closed(f'protocol error: {exc}')
             await self._close_stream()
             if not self._ready:
@@ -288,6 +331,10 @@ class Channel:
         try:
             while end - pos >= 4:
                 (size,) = _HEADER.unpack_from(buf, pos)
+                if self._small_frames and size > self._small_max:
+                    raise ProtocolError(
+                        f'frame of {size} bytes exceeds the limit of {self._small_max} bytes{self._small_note}'
+                    )
                 if size > self._max_frame:
                     raise ProtocolError(f'frame of {size} bytes exceeds the limit of {self._max_frame} bytes')
                 if end - pos - 4 < size:
@@ -300,13 +347,32 @@ class Channel:
                 finally:
                     # A decode error's traceback still holds the view; `buf` cannot be resized while it exists.
                     frame.release()
+                if self._small_frames:
+                    self._small_frames -= 1
                 pos += 4 + size
         finally:
             del buf[:pos]
 
+    def _charge(self, budget: BufferBudget) -> None:
+        held = len(self._buf)
+        budget.used += held - self._charged
+        self._charged = held
+        if held and budget.used > budget.limit:
+            raise ProtocolError(
+                f"partially received frames on this actor's channels would hold {budget.used} bytes, past "
+                f'max_buffered_bytes={budget.limit} (this channel: {held})'
+            )
+
+    def _release_charge(self) -> None:
+        if self._budget is not None:
+            self._budget.used -= self._charged
+            self._charged = 0
+
     def _mark_closed(self, reason: str) -> None:
         if self._closed_reason is None:
             self._closed_reason = reason
+            self._release_charge()
+            self._budget = None
 
     def abort(self, reason: str = 'aborted', *, keep_unread: bool = False) -> None:
         """Close at once, synchronously: every task waiting on this channel wakes with TransportClosed.
