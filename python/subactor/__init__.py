@@ -9,6 +9,7 @@ from typing import Any
 
 from ._errors import (
     ActorFailure,
+    AuthenticationError,
     ContextCancelled,
     MessageEncodeError,
     ModuleNotExposed,
@@ -25,6 +26,7 @@ from ._spawn._registry import SpawnMethodInfo, available_spawn_methods, try_set_
 __all__ = [
     'ActorFailure',
     'ActorNursery',
+    'AuthenticationError',
     'Bounds',
     'Context',
     'ContextCancelled',

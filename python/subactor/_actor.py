@@ -22,12 +22,19 @@ from typing import Any
 
 import trio
 
-from . import _inbound, _ipc
+from . import _auth, _inbound, _ipc
 from ._config import RPC_SHARE_OF_BUDGET, Bounds
 from ._context import Context, is_context_fn
-from ._errors import MessageEncodeError, ModuleNotExposed, TransportClosed, pack_error
+from ._errors import (
+    AuthenticationError,
+    MessageEncodeError,
+    ModuleNotExposed,
+    TransportClosed,
+    pack_error,
+    unpack_error,
+)
 from ._ipc import Addr, Channel
-from ._msg import CancelActor, CancelTask, Error, ErrorInfo, Hello, Return, Start
+from ._msg import CancelActor, CancelTask, Error, ErrorInfo, Hello, Proof, Return, Start
 
 log = logging.getLogger('subactor')
 
@@ -65,7 +72,8 @@ class Actor:
 
     Public attributes: `name`, `uid`, `spawn_method`, `parent_uid`, `interp_id` (subinterpreter backends),
     `pid`, `is_root`, `listen_addr`, `registry_addr`, `enable_modules`, `abandoned` (records of children the
-    runtime had to give up on).
+    runtime had to give up on), `secret` (the actor tree's secret: every connection proves both ends know it; a
+    program outside the tree needs it to talk to the tree, see `open_root_actor(secret=...)`).
     """
 
     def __init__(
@@ -82,8 +90,10 @@ class Actor:
         bounds: Bounds | None = None,
         interp_id: int | None = None,
         loglevel: str | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.name = name
+        self.secret = _auth.tree_secret(secret)
         self.uid = uid or new_uid(name)
         self.spawn_method = spawn_method
         # Nurseries in this actor spawn with this method unless told otherwise.
@@ -178,9 +188,14 @@ class Actor:
         assert self._listener is not None
         await self.inbound.accept_loop(self._listener)
 
-    def hello(self) -> Hello:
+    def hello(self, nonce: bytes | None = None, proof: bytes | None = None) -> Hello:
         return Hello(
-            list(self.uid), self.pid, self.interp_id, list(self.listen_addr) if self.listen_addr else None
+            list(self.uid),
+            self.pid,
+            self.interp_id,
+            list(self.listen_addr) if self.listen_addr else None,
+            nonce,
+            proof,
         )
 
     @staticmethod
@@ -190,18 +205,37 @@ class Actor:
         chan.peer_listen_addr = _ipc.as_addr(hello.listen_addr) if hello.listen_addr else None
 
     async def connect(self, addr: Addr) -> Channel:
-        """Open a channel to the actor listening at `addr`, handshake, and serve it in the service nursery."""
+        """Open a channel to the actor listening at `addr`, handshake (each side proves it knows the tree's
+        secret: see _auth.py), and serve it in the service nursery. AuthenticationError when the peer does not."""
         chan = await _ipc.connect(addr, label='outbound')
+        nonce = _auth.new_nonce()
         try:
             with trio.fail_after(self.bounds.handshake_timeout):
-                await chan.send(self.hello())
+                await chan.send(self.hello(nonce))
                 hello = await chan.recv()
         except (TransportClosed, trio.TooSlowError) as exc:
             chan.abort()
             raise TransportClosed(f'no handshake from {addr!r}: {exc}') from None
+        if isinstance(hello, Error) and hello.info.type_name == 'AuthenticationError':
+            chan.abort()
+            raise AuthenticationError(f'{addr!r} refused us: {unpack_error(hello.info).message}')
         if not isinstance(hello, Hello):
             chan.abort()
             raise TransportClosed(f'{addr!r} answered the handshake with {type(hello).__name__}')
+        if not isinstance(hello.nonce, bytes) or not _auth.proof_ok(
+            _auth.listener_proof(self.secret, nonce, hello.nonce), hello.proof
+        ):
+            chan.abort()
+            raise AuthenticationError(
+                f"peer at {addr!r} did not prove it knows this actor tree's secret; it is not an actor of this "
+                'tree (a stale address whose port another program took, or another tree): trees that talk to '
+                'each other need one secret (open_root_actor(secret=...) or SUBACTOR_SECRET_FILE)'
+            )
+        # No answer to wait for: the first request may follow at once (the listener reads it only after this).
+        try:
+            await chan.send(Proof(_auth.connector_proof(self.secret, nonce, hello.nonce)))
+        except TransportClosed as exc:
+            raise TransportClosed(f'{addr!r} closed the connection during the handshake: {exc}') from None
         self.accept_hello(chan, hello)
         self.service.start_soon(self.serve_channel, chan)
         return chan

@@ -40,6 +40,8 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
     spec = await chan.recv()
     if not isinstance(hello, Hello) or not isinstance(spec, SpawnSpec):
         raise TransportClosed(f'bad handshake from parent: {hello!r}, {spec!r}')
+    if not spec.secret:
+        raise TransportClosed(f"the parent's spawn spec carries no actor tree secret: {spec!r}")
     Actor.accept_hello(chan, hello)
     for path in reversed(spec.sys_path):
         if path not in sys.path:
@@ -56,6 +58,7 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
         bounds=Bounds(**spec.bounds),
         interp_id=interp_id,
         loglevel=spec.loglevel,
+        secret=spec.secret,
     )
     try:
         for module in spec.enable_modules:

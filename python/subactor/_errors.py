@@ -101,6 +101,11 @@ class TransportClosed(SubactorError, ConnectionError):
     """The channel to a peer actor closed (peer exit, crash, abort or a protocol error) while in use."""
 
 
+class AuthenticationError(TransportClosed):
+    """A peer did not prove it knows this actor tree's secret in the handshake: the connection was closed before
+    any other message was read from it or sent to it."""
+
+
 class ProtocolError(SubactorError):
     """A peer sent a frame that is not a valid message (malformed, oversized or out of protocol)."""
 

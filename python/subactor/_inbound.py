@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import _ipc
-from ._errors import TransportClosed
-from ._msg import Hello
+from . import _auth, _ipc
+from ._errors import AuthenticationError, TransportClosed, pack_error
+from ._msg import Error, Hello, Proof
 
 if TYPE_CHECKING:
     from ._actor import Actor
@@ -75,6 +75,7 @@ class Inbound:
         self.log_refused = FloodLog(log, logging.WARNING, interval)
         self.log_bad_frame = FloodLog(_ipc.log, logging.ERROR, interval)
         self.log_parked = FloodLog(log, logging.WARNING, interval)
+        self.log_unauthenticated = FloodLog(log, logging.WARNING, interval)
         # Every channel this actor reads charges its partial frames here.
         self.buffers = _ipc.BufferBudget(int(actor.bounds.max_buffered_bytes))
         # Inbound connections accepted whose handshake is not done.
@@ -175,6 +176,9 @@ class Inbound:
         try:
             try:
                 await self._handshake(chan)
+            except AuthenticationError as exc:
+                self.log_unauthenticated('%r: closed an inbound connection: %s', actor, exc)
+                return
             except (TransportClosed, trio.TooSlowError) as exc:
                 self.log_dropped('%r: dropping an inbound connection without a handshake: %s', actor, exc)
                 return
@@ -187,19 +191,47 @@ class Inbound:
             self.channel_closed()
 
     async def _handshake(self, chan: _ipc.Channel) -> None:
-        """The listener's side: the peer's hello, then ours. Until it is done the peer may send only small
-        frames, and a bad one is logged as part of a flood."""
+        """The listener's side (see _auth.py): the peer's hello and challenge, our hello with our answer and
+        challenge, the peer's answer. Until it is done the peer may send only small frames, a bad one is logged
+        as part of a flood, and nothing it sends is acted on. AuthenticationError when the peer does not prove it
+        knows the tree's secret: it is told so, and the connection closes."""
         actor = self._actor
         chan.charge_to(self.buffers)
         chan.log_protocol_error = self.log_bad_frame
         chan.limit_handshake(
-            int(actor.bounds.handshake_max_frame), 1, ' before the handshake (Bounds.handshake_max_frame)'
+            int(actor.bounds.handshake_max_frame), 2, ' before the handshake (Bounds.handshake_max_frame)'
         )
         with trio.fail_after(actor.bounds.handshake_timeout):
             hello = await chan.recv()
             if not isinstance(hello, Hello):
                 raise TransportClosed(f'expected a hello, got {type(hello).__name__}')
-            actor.accept_hello(chan, hello)
-            await chan.send(actor.hello())
-        chan.end_handshake()
-        chan.log_protocol_error = _ipc.log.error
+            if isinstance(hello.nonce, bytes) and len(hello.nonce) == _auth.NONCE_BYTES:
+                nonce = _auth.new_nonce()
+                await chan.send(actor.hello(nonce, _auth.listener_proof(actor.secret, hello.nonce, nonce)))
+                answer = await chan.recv()
+                expected = _auth.connector_proof(actor.secret, hello.nonce, nonce)
+                if isinstance(answer, Proof) and _auth.proof_ok(expected, answer.proof):
+                    actor.accept_hello(chan, hello)
+                    chan.end_handshake()
+                    chan.log_protocol_error = _ipc.log.error
+                    return
+            await self._refuse(chan, hello)
+
+    async def _refuse(self, chan: _ipc.Channel, hello: Hello) -> None:
+        """Tell an unauthenticated peer why it is refused (best effort) and raise AuthenticationError."""
+        actor = self._actor
+        peer = chan.peer_description()
+        told = AuthenticationError(
+            f"peer at {peer} did not prove it knows this actor tree's secret; actor {actor.name!r} closed the "
+            'connection without reading anything else from it: only actors of its tree (or programs given its '
+            'secret: open_root_actor(secret=...) or SUBACTOR_SECRET_FILE) may connect'
+        )
+        with trio.move_on_after(actor.bounds.task_cancel_timeout):
+            try:
+                await chan.send(Error(None, pack_error(told, local_uid=actor.uid)))
+            except TransportClosed:
+                pass
+        raise AuthenticationError(
+            f'peer at {peer} (claiming to be {hello.uid!r}, pid {hello.pid!r}) did not prove it knows this actor '
+            "tree's secret; nothing it sent was acted on"
+        )

@@ -36,6 +36,7 @@ from ._rundir import runtime_dir
 log = logging.getLogger('subactor.ipc')
 
 _HEADER = struct.Struct('>I')
+_PEERCRED = struct.Struct('3i')  # struct ucred: pid, uid, gid
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 _READ_SIZE = 256 * 1024
 
@@ -146,6 +147,19 @@ class Channel:
     @property
     def closed(self) -> bool:
         return self._closed_reason is not None
+
+    def peer_description(self) -> str:
+        """Who is at the other end, as the OS tells it: 'host:port', or a Unix socket peer's pid and uid."""
+        sock = self._stream.socket
+        try:
+            if sock.family == socket.AF_UNIX:
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+                pid, uid, _gid = _PEERCRED.unpack(creds)
+                return f'a unix socket (pid {pid}, uid {uid})'
+            host, port = sock.getpeername()[:2]
+        except OSError:
+            return 'an unknown address'
+        return f'{host}:{port}'
 
     def limit_handshake(self, max_frame: int, frames: int, note: str) -> None:
         """Until `end_handshake()`: the next `frames` frames received may not exceed `max_frame` bytes (a

@@ -13,12 +13,21 @@ AddrT = list[Any]
 
 
 class Hello(msgspec.Struct, tag='hello', array_like=True):
-    """First message on every channel, both directions: who is talking."""
+    """First message on every channel, both directions: who is talking. On a connection to a listener it also
+    carries the authentication challenge (`nonce`) and, from the listener, its answer (`proof`): see _auth.py."""
 
     uid: UidT
     pid: int
     interp_id: int | None = None
     listen_addr: AddrT | None = None
+    nonce: bytes | None = None
+    proof: bytes | None = None
+
+
+class Proof(msgspec.Struct, tag='proof', array_like=True):
+    """Connector -> listener, right after the listener's hello: the connector's answer to its challenge."""
+
+    proof: bytes
 
 
 class SpawnSpec(msgspec.Struct, tag='spec', array_like=True):
@@ -32,6 +41,12 @@ class SpawnSpec(msgspec.Struct, tag='spec', array_like=True):
     loglevel: str | None
     sys_path: list[str]
     bounds: dict[str, float]
+    # The actor tree's secret (see _auth.py): sent only on this private parent-child channel.
+    secret: bytes = b''
+
+    def __repr__(self) -> str:  # never the secret (a spec can end up in an error message or a log)
+        fields = ', '.join(f'{f}={getattr(self, f)!r}' for f in self.__struct_fields__ if f != 'secret')
+        return f'SpawnSpec({fields}, secret=<{len(self.secret)} bytes>)'
 
 
 class Ready(msgspec.Struct, tag='ready', array_like=True):
@@ -120,6 +135,7 @@ class CancelActor(msgspec.Struct, tag='cancel-actor', array_like=True):
 
 Msg = (
     Hello
+    | Proof
     | SpawnSpec
     | Ready
     | Start

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from . import _discovery, _ipc, _state
+from . import _auth, _discovery, _ipc, _state
 from ._actor import Actor
 from ._config import Bounds
 from ._entry import setup_logging
@@ -31,6 +31,7 @@ async def open_root_actor(
     loglevel: str | None = None,
     enable_modules: list[str] | tuple[str, ...] = (),
     bounds: Bounds | dict[str, float] | None = None,
+    secret: bytes | str | None = None,
 ) -> AsyncIterator[Actor]:
     """Run this program as the root actor until the block exits.
 
@@ -38,6 +39,12 @@ async def open_root_actor(
     'tcp' (127.0.0.1) or 'uds' (a 0600 socket in a per-user runtime directory). The root is the registrar
     unless `registry_addr` names a running one; when nothing answers there, the root binds it and serves as
     the registrar itself.
+
+    Every connection between actors starts with each side proving it knows the tree's secret (an HMAC
+    challenge-response; the secret itself never crosses a connection): a program that is not of this tree cannot
+    call, cancel or register anything in it. The root makes a random secret unless given one: `secret` (at least
+    16 bytes), else the private (0600) file named by the environment variable SUBACTOR_SECRET_FILE. Give separate
+    programs that share a registrar, or talk to each other's actors, the same secret.
     """
     if _state.maybe_current_actor() is not None:
         raise RuntimeError(
@@ -58,6 +65,7 @@ async def open_root_actor(
         is_root=True,
         bounds=bounds or Bounds.from_env(),
         loglevel=loglevel,
+        secret=_auth.tree_secret(secret),
     )
     bind_addr = None
     if registry_addr is not None:

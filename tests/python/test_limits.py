@@ -1,6 +1,5 @@
 # Resource limits under hostile or careless peers: an actor keeps serving through fd exhaustion and floods.
 import logging
-import os
 import socket
 import struct
 
@@ -10,8 +9,9 @@ import trio
 import subactor
 from actors import basic, limits
 from subactor import _discovery, _ipc
-from subactor._msg import Hello, Return, Start
+from subactor._msg import Return, Start
 from subactor.testing import actor_test
+from wire import handshaken, raw_connect, read_until_eof
 
 
 @actor_test(root=False)
@@ -35,27 +35,6 @@ async def test_listener_keeps_accepting_after_running_out_of_fds():
         await portal.cancel_actor()
 
 
-async def raw_connect(addr):
-    return await trio.open_tcp_stream(addr[1], addr[2])
-
-
-async def read_until_eof(stream):
-    """Read until the peer closes (a close with our bytes unread resets the connection: that counts too)."""
-    try:
-        while await stream.receive_some(65536):
-            pass
-    except trio.BrokenResourceError:
-        pass
-
-
-async def handshaken(addr):
-    """A bare channel to `addr` that has done the client's side of the handshake."""
-    chan = await _ipc.connect(addr)
-    await chan.send(Hello(['client', 'c0ffee'], os.getpid(), None, None))
-    assert isinstance(await chan.recv(), Hello)
-    return chan
-
-
 def records(caplog, text):
     return [r for r in caplog.records if text in r.getMessage()]
 
@@ -69,14 +48,11 @@ async def test_frame_over_the_handshake_limit_closes_that_connection(caplog):
     await read_until_eof(raw)
     await raw.aclose()
     assert records(caplog, 'frame of 513 bytes exceeds the limit of 512 bytes before the handshake')
-    # A hello that fits, with a large request written right behind it, is served (the limit is the handshake's).
-    chan = await _ipc.connect(root.listen_addr)
+    # A proof with a large request written right behind it is served (the limit is the handshake's).
     big = 'x' * 100_000
-    await chan.send_many(
-        Hello(['client', 'c0ffee'], os.getpid(), None, None),
-        Start('1', 'actors.basic', 'echo', {'value': big}, 'run'),
+    chan = await handshaken(
+        root.listen_addr, root.secret, Start('1', 'actors.basic', 'echo', {'value': big}, 'run')
     )
-    assert isinstance(await chan.recv(), Hello)
     reply = await chan.recv()
     assert isinstance(reply, Return) and reply.value == big
     await chan.aclose()
@@ -131,7 +107,7 @@ async def test_partial_frames_of_several_channels_share_one_budget():
 async def test_a_frame_past_the_actors_buffer_budget_closes_its_channel(caplog):
     root = subactor.current_actor()
     caplog.set_level(logging.ERROR, logger='subactor.ipc')
-    chan = await handshaken(root.listen_addr)
+    chan = await handshaken(root.listen_addr, root.secret)
     with pytest.raises(subactor.TransportClosed):  # closed while we send, or once we wait for the answer
         await chan.send(Start('1', 'actors.basic', 'echo', {'value': 'y' * 1_000_000}, 'run'))
         await chan.recv()

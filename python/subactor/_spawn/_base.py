@@ -76,6 +76,7 @@ def make_spec(
         loglevel=loglevel,
         sys_path=[p for p in sys.path if p],
         bounds=actor.bounds.as_dict(),
+        secret=actor.secret,
     )
 
 
