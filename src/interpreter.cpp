@@ -155,7 +155,20 @@ bool Exec(const char* source, const char* filename, bool in_main) {
   return result != nullptr;
 }
 
+std::mutex end_hooks_mu;
+EndHooks end_hooks;  // GUARDED_BY(end_hooks_mu)
+
+EndHooks CurrentEndHooks() {
+  std::lock_guard lock(end_hooks_mu);
+  return end_hooks;
+}
+
 }  // namespace
+
+void SetEndHooks(EndHooks hooks) {
+  std::lock_guard lock(end_hooks_mu);
+  end_hooks = hooks;
+}
 
 const char* StateName(State state) {
   switch (state) {
@@ -430,8 +443,11 @@ void Interpreter::Run() {
     PyErr_FormatUnraisable("Exception ignored while thawing the frozen objects of %s", name_.c_str());
   }
   _PyInterpreterState_SetNotRunningMain(interp);
+  const EndHooks hooks = CurrentEndHooks();
+  const bool after_end = hooks.before != nullptr && hooks.before();
   Py_EndInterpreter(tstate);  // returns with no thread state and the GIL released
   FinalizeGate::Get().Leave(turn);
+  if (after_end && hooks.after != nullptr) hooks.after();
   Registry::Get().SetLabel(id, "");
   Finish();
 }

@@ -154,6 +154,17 @@ class Interpreter : public std::enable_shared_from_this<Interpreter> {
   std::thread thread_;  // GUARDED_BY(reap_mu_)
 };
 
+// Callbacks run on every worker thread around Py_EndInterpreter: `before` with the interpreter's thread state
+// current and the GIL held, as the last step before it; `after` once Py_EndInterpreter has returned (no
+// thread state, no GIL), only if `before` returned true. The worker thread exits right after. The extension
+// installs the recipe that frees pybind11's per-interpreter internals (module.cpp); the core knows nothing of
+// pybind11. Either may be null. Installing is thread-safe; a worker reads both once, before calling `before`.
+struct EndHooks {
+  bool (*before)() = nullptr;
+  void (*after)() = nullptr;
+};
+void SetEndHooks(EndHooks hooks);
+
 // The static builtin exception type named `name` (a BaseException subclass in builtins), or nullptr.
 // Static types are shared by every interpreter, so the result may be raised in any of them.
 PyObject* BuiltinExceptionType(const std::string& name);

@@ -90,11 +90,46 @@ std::string PathArg(const py::object& path) {
   throw py::error_already_set();
 }
 
+// Freeing pybind11's per-interpreter internals when one of our interpreters ends. pybind11 3.1 keeps them in
+// a capsule of the interpreter's state dict and leaks them at interpreter shutdown on purpose (its
+// detail/internals.h: pybind11 code may still run during finalization and must not find them gone). Each
+// holds a thread_specific_storage, i.e. a pthread TSS key, so every interpreter that imported this module
+// used to keep one key for the life of the process: the 1,019th failed to import (PTHREAD_KEYS_MAX is 1,024).
+// The recipe is pybind11's own for the interpreters it ends (pybind11/subinterpreter.h, ~subinterpreter):
+// fetch the pointer-to-pointers with the interpreter's thread state current (this caches them in the
+// thread's pybind11 thread-locals), Py_EndInterpreter (any pybind11 code it runs still finds the internals),
+// then destroy() them, which with no thread state current deletes the cached ones and forgets them. Only the
+// worker thread that ran the interpreter does this, after the interpreter is gone and with no other thread
+// left in it, and it exits right after, so nothing can reach the freed internals. Guards: never in the main
+// interpreter (the process exit frees those), and only once pybind11 is in its multi-interpreter mode (set
+// when a subinterpreter first imports the module): before that, get_pp()/destroy() act on the one
+// process-wide singleton, which may be the main interpreter's. An interpreter that never imported the module
+// gets an empty pointer-to-pointer created and deleted, which is harmless. Abandoned interpreters never end,
+// so theirs stay allocated.
+bool PrepareToFreeInternals() {
+  if (!py::detail::has_seen_non_main_interpreter()) return false;
+  if (PyInterpreterState_Get() == PyInterpreterState_Main()) return false;
+  try {
+    py::detail::get_internals_pp_manager().get_pp();
+    py::detail::get_local_internals_pp_manager().get_pp();
+  } catch (const std::exception&) {  // the state dict cannot be read: leave them allocated, as before
+    PyErr_Clear();
+    return false;
+  }
+  return true;
+}
+
+void FreeInternals() {
+  py::detail::get_internals_pp_manager().destroy();
+  py::detail::get_local_internals_pp_manager().destroy();
+}
+
 }  // namespace
 
 // shared_gil: legacy (shared-GIL) subinterpreters may import it; interpreters with their own GIL refuse
 // to, because the interrupt recipe and the stack dumps rely on one GIL for every interpreter involved.
 PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
+  subactor::SetEndHooks({&PrepareToFreeInternals, &FreeInternals});
   m.doc() = "Native subinterpreter driver: spawn, join, interrupt, abandon and inspect interpreters";
 
   py::class_<Outcome>(m, "Outcome", "How an interpreter's bootstrap ended")
