@@ -186,6 +186,14 @@ const char* StateName(State state) {
   return "?";
 }
 
+PyObject* AtexitCallbacks() {
+  // CPython 3.14 keeps them in interp->atexit.callbacks (pycore_interp_structs.h), a list that register()
+  // inserts at the front of and _PyAtExit_Call runs from the front: stored order is run order.
+  PyObject* callbacks = PyThreadState_GetInterpreter(PyThreadState_Get())->atexit.callbacks;
+  if (callbacks == nullptr || !PyList_Check(callbacks)) return PyList_New(0);
+  return PyList_GetSlice(callbacks, 0, PyList_GET_SIZE(callbacks));
+}
+
 PyObject* BuiltinExceptionType(const std::string& name) {
   PyObject* builtins = PyImport_ImportModule("builtins");
   PyObject* type = builtins ? PyObject_GetAttrString(builtins, name.c_str()) : nullptr;

@@ -165,6 +165,12 @@ struct EndHooks {
 };
 void SetEndHooks(EndHooks hooks);
 
+// A new list with the calling interpreter's registered Python atexit callbacks, as (func, args, kwargs)
+// tuples, in the order CPython will run them (the last registered first). Introspection for the exit
+// hook's policy (_driver.py), which must run the callbacks still due before it leaves with os._exit().
+// nullptr with an exception set on failure. Call WITH the GIL.
+PyObject* AtexitCallbacks();
+
 // The static builtin exception type named `name` (a BaseException subclass in builtins), or nullptr.
 // Static types are shared by every interpreter, so the result may be raised in any of them.
 PyObject* BuiltinExceptionType(const std::string& name);

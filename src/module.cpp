@@ -301,6 +301,15 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
   m.def(
       "interpreter_labels", [] { return subactor::Registry::Get().Labels(); },
       "The labels set with set_interpreter_label, by interpreter id");
+  m.def(
+      "atexit_callbacks",
+      [] {
+        PyObject* callbacks = subactor::AtexitCallbacks();
+        if (callbacks == nullptr) throw py::error_already_set();
+        return py::reinterpret_steal<py::list>(callbacks);
+      },
+      "The calling interpreter's registered Python atexit callbacks as (func, args, kwargs) tuples, in the "
+      "order CPython will run them (the last registered first)");
   m.def("current_interpreter_id", &CurrentInterpreterId, "The id of the calling interpreter");
   subactor::BindSocketIo(m);
   subactor::BindShelf(m);
