@@ -9,6 +9,7 @@
 #include "dump_server.hpp"
 #include "interpreter.hpp"
 #include "io_loop.hpp"
+#include "orphan_watch.hpp"
 #include "registry.hpp"
 #include "shelf.hpp"
 #include "socket_io.hpp"
@@ -301,6 +302,25 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
   m.def(
       "interpreter_labels", [] { return subactor::Registry::Get().Labels(); },
       "The labels set with set_interpreter_label, by interpreter id");
+  m.def(
+      "exit_when_process_ends",
+      [](int pidfd, double grace, const py::object& message, int status) {
+        CheckSeconds(grace, "grace");
+        if (pidfd < 0) throw py::value_error("pidfd must be an open pidfd, not " + Repr(py::int_(pidfd)));
+        if (status < 0 || status > 255)
+          throw py::value_error("status must be an exit status from 0 to 255, not " + Repr(py::int_(status)));
+        try {
+          return subactor::ArmExitWhenProcessEnds(pidfd, grace, CheckStr(message, "message"), status);
+        } catch (const std::system_error& error) {
+          RaiseOSError(error);
+        }
+      },
+      py::arg("pidfd"), py::arg("grace"), py::kw_only(), py::arg("message"), py::arg("status"),
+      "From a native thread (no GIL, no event loop): once the process behind pidfd (os.pidfd_open; the "
+      "caller keeps its own fd) has ended, wait grace seconds, then unless cancelled write message to stderr "
+      "and leave with _exit(status). Returns an id for cancel_exit_when_process_ends");
+  m.def("cancel_exit_when_process_ends", &subactor::DisarmExitWhenProcessEnds, py::arg("id"),
+        "Cancel an exit_when_process_ends watch; True if it was armed and had not fired");
   m.def(
       "atexit_callbacks",
       [] {
