@@ -155,7 +155,20 @@ bool Exec(const char* source, const char* filename, bool in_main) {
   return result != nullptr;
 }
 
+std::mutex end_hooks_mu;
+EndHooks end_hooks;  // GUARDED_BY(end_hooks_mu)
+
+EndHooks CurrentEndHooks() {
+  std::lock_guard lock(end_hooks_mu);
+  return end_hooks;
+}
+
 }  // namespace
+
+void SetEndHooks(EndHooks hooks) {
+  std::lock_guard lock(end_hooks_mu);
+  end_hooks = hooks;
+}
 
 const char* StateName(State state) {
   switch (state) {
@@ -171,6 +184,14 @@ const char* StateName(State state) {
       return "abandoned";
   }
   return "?";
+}
+
+PyObject* AtexitCallbacks() {
+  // CPython 3.14 keeps them in interp->atexit.callbacks (pycore_interp_structs.h), a list that register()
+  // inserts at the front of and _PyAtExit_Call runs from the front: stored order is run order.
+  PyObject* callbacks = PyThreadState_GetInterpreter(PyThreadState_Get())->atexit.callbacks;
+  if (callbacks == nullptr || !PyList_Check(callbacks)) return PyList_New(0);
+  return PyList_GetSlice(callbacks, 0, PyList_GET_SIZE(callbacks));
 }
 
 PyObject* BuiltinExceptionType(const std::string& name) {
@@ -430,8 +451,11 @@ void Interpreter::Run() {
     PyErr_FormatUnraisable("Exception ignored while thawing the frozen objects of %s", name_.c_str());
   }
   _PyInterpreterState_SetNotRunningMain(interp);
+  const EndHooks hooks = CurrentEndHooks();
+  const bool after_end = hooks.before != nullptr && hooks.before();
   Py_EndInterpreter(tstate);  // returns with no thread state and the GIL released
   FinalizeGate::Get().Leave(turn);
+  if (after_end && hooks.after != nullptr) hooks.after();
   Registry::Get().SetLabel(id, "");
   Finish();
 }

@@ -154,6 +154,23 @@ class Interpreter : public std::enable_shared_from_this<Interpreter> {
   std::thread thread_;  // GUARDED_BY(reap_mu_)
 };
 
+// Callbacks run on every worker thread around Py_EndInterpreter: `before` with the interpreter's thread state
+// current and the GIL held, as the last step before it; `after` once Py_EndInterpreter has returned (no
+// thread state, no GIL), only if `before` returned true. The worker thread exits right after. The extension
+// installs the recipe that frees pybind11's per-interpreter internals (module.cpp); the core knows nothing of
+// pybind11. Either may be null. Installing is thread-safe; a worker reads both once, before calling `before`.
+struct EndHooks {
+  bool (*before)() = nullptr;
+  void (*after)() = nullptr;
+};
+void SetEndHooks(EndHooks hooks);
+
+// A new list with the calling interpreter's registered Python atexit callbacks, as (func, args, kwargs)
+// tuples, in the order CPython will run them (the last registered first). Introspection for the exit
+// hook's policy (_driver.py), which must run the callbacks still due before it leaves with os._exit().
+// nullptr with an exception set on failure. Call WITH the GIL.
+PyObject* AtexitCallbacks();
+
 // The static builtin exception type named `name` (a BaseException subclass in builtins), or nullptr.
 // Static types are shared by every interpreter, so the result may be raised in any of them.
 PyObject* BuiltinExceptionType(const std::string& name);

@@ -9,6 +9,7 @@
 #include "dump_server.hpp"
 #include "interpreter.hpp"
 #include "io_loop.hpp"
+#include "orphan_watch.hpp"
 #include "registry.hpp"
 #include "shelf.hpp"
 #include "socket_io.hpp"
@@ -90,11 +91,46 @@ std::string PathArg(const py::object& path) {
   throw py::error_already_set();
 }
 
+// Freeing pybind11's per-interpreter internals when one of our interpreters ends. pybind11 3.1 keeps them in
+// a capsule of the interpreter's state dict and leaks them at interpreter shutdown on purpose (its
+// detail/internals.h: pybind11 code may still run during finalization and must not find them gone). Each
+// holds a thread_specific_storage, i.e. a pthread TSS key, so every interpreter that imported this module
+// used to keep one key for the life of the process: the 1,019th failed to import (PTHREAD_KEYS_MAX is 1,024).
+// The recipe is pybind11's own for the interpreters it ends (pybind11/subinterpreter.h, ~subinterpreter):
+// fetch the pointer-to-pointers with the interpreter's thread state current (this caches them in the
+// thread's pybind11 thread-locals), Py_EndInterpreter (any pybind11 code it runs still finds the internals),
+// then destroy() them, which with no thread state current deletes the cached ones and forgets them. Only the
+// worker thread that ran the interpreter does this, after the interpreter is gone and with no other thread
+// left in it, and it exits right after, so nothing can reach the freed internals. Guards: never in the main
+// interpreter (the process exit frees those), and only once pybind11 is in its multi-interpreter mode (set
+// when a subinterpreter first imports the module): before that, get_pp()/destroy() act on the one
+// process-wide singleton, which may be the main interpreter's. An interpreter that never imported the module
+// gets an empty pointer-to-pointer created and deleted, which is harmless. Abandoned interpreters never end,
+// so theirs stay allocated.
+bool PrepareToFreeInternals() {
+  if (!py::detail::has_seen_non_main_interpreter()) return false;
+  if (PyInterpreterState_Get() == PyInterpreterState_Main()) return false;
+  try {
+    py::detail::get_internals_pp_manager().get_pp();
+    py::detail::get_local_internals_pp_manager().get_pp();
+  } catch (const std::exception&) {  // the state dict cannot be read: leave them allocated, as before
+    PyErr_Clear();
+    return false;
+  }
+  return true;
+}
+
+void FreeInternals() {
+  py::detail::get_internals_pp_manager().destroy();
+  py::detail::get_local_internals_pp_manager().destroy();
+}
+
 }  // namespace
 
 // shared_gil: legacy (shared-GIL) subinterpreters may import it; interpreters with their own GIL refuse
 // to, because the interrupt recipe and the stack dumps rely on one GIL for every interpreter involved.
 PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
+  subactor::SetEndHooks({&PrepareToFreeInternals, &FreeInternals});
   m.doc() = "Native subinterpreter driver: spawn, join, interrupt, abandon and inspect interpreters";
 
   py::class_<Outcome>(m, "Outcome", "How an interpreter's bootstrap ended")
@@ -266,6 +302,34 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
   m.def(
       "interpreter_labels", [] { return subactor::Registry::Get().Labels(); },
       "The labels set with set_interpreter_label, by interpreter id");
+  m.def(
+      "exit_when_process_ends",
+      [](int pidfd, double grace, const py::object& message, int status) {
+        CheckSeconds(grace, "grace");
+        if (pidfd < 0) throw py::value_error("pidfd must be an open pidfd, not " + Repr(py::int_(pidfd)));
+        if (status < 0 || status > 255)
+          throw py::value_error("status must be an exit status from 0 to 255, not " + Repr(py::int_(status)));
+        try {
+          return subactor::ArmExitWhenProcessEnds(pidfd, grace, CheckStr(message, "message"), status);
+        } catch (const std::system_error& error) {
+          RaiseOSError(error);
+        }
+      },
+      py::arg("pidfd"), py::arg("grace"), py::kw_only(), py::arg("message"), py::arg("status"),
+      "From a native thread (no GIL, no event loop): once the process behind pidfd (os.pidfd_open; the "
+      "caller keeps its own fd) has ended, wait grace seconds, then unless cancelled write message to stderr "
+      "and leave with _exit(status). Returns an id for cancel_exit_when_process_ends");
+  m.def("cancel_exit_when_process_ends", &subactor::DisarmExitWhenProcessEnds, py::arg("id"),
+        "Cancel an exit_when_process_ends watch; True if it was armed and had not fired");
+  m.def(
+      "atexit_callbacks",
+      [] {
+        PyObject* callbacks = subactor::AtexitCallbacks();
+        if (callbacks == nullptr) throw py::error_already_set();
+        return py::reinterpret_steal<py::list>(callbacks);
+      },
+      "The calling interpreter's registered Python atexit callbacks as (func, args, kwargs) tuples, in the "
+      "order CPython will run them (the last registered first)");
   m.def("current_interpreter_id", &CurrentInterpreterId, "The id of the calling interpreter");
   subactor::BindSocketIo(m);
   subactor::BindShelf(m);

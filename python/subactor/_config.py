@@ -40,7 +40,9 @@ class Bounds:
     # Subinterpreter backend: times an exception is injected (backing off over interrupt_join_timeout).
     interrupt_attempts: float = 3
     # An actor whose parent channel is lost cancels itself; past this bound it aborts every task, shielded ones
-    # too, and (a process) exits after the same bound again: no orphan outlives its parent for long.
+    # too, and (a process) exits after the same bound again: no orphan outlives its parent for long. A process
+    # child also exits 2 * this bound after its parent's process ends even if its loop never runs again (spinning
+    # or stuck in C): a native watchdog thread, armed at start-up (_entry.py).
     orphan_timeout: float = 2.0
     # Root actor: wait for the registrar at `registry_addr` to answer.
     registry_timeout: float = 5.0

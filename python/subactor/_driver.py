@@ -14,8 +14,10 @@ This module re-exports them and adds the policy that belongs in Python:
   `EXIT_FINALIZE_TIMEOUT` seconds for the done ones to finish ending (their own bound: N finalizations take
   turns on the GIL). If some are still stuck in C, or still ending, after that, finalizing the process would
   free thread states those threads are still using (measured: SIGSEGV/SIGBUS in 13 of 60 runs), so the hook
-  reports them on stderr, flushes stdio and leaves with `os._exit()`. See
-  conc-anal/abandoned-thread-at-exit.md. Imported inside a subinterpreter, the hook only sweeps the
+  reports them on stderr, runs the atexit callbacks still due (those registered before this module was
+  imported: atexit runs the last registered first), flushes stdio and leaves with `os._exit(status)`, the status
+  CPython would have exited with (learnt from the exception that ends the main thread: see
+  `_watch_how_the_main_thread_ends`). See conc-anal/abandoned-thread-at-exit.md. Imported inside a subinterpreter, the hook only sweeps the
   interpreters that one spawned (it does not wait for those merely ending: they need nothing from it, and
   the main interpreter's hook bounds them), and never exits the process.
 - trio integration: `await wait_done(handle)` / `await wait_exit(handle)` sleep on the handle's done / exit
@@ -33,6 +35,7 @@ from ._native import (
     Outcome,
     Timer,
     arm_watchdog,
+    atexit_callbacks,
     current_interpreter_id,
     disarm_watchdog,
     dump_stacks,
@@ -129,21 +132,115 @@ async def wait_exit(handle: Interpreter) -> Outcome:
 
 
 _exit_status_hint: int | None = None
+# The status the exception that ended the main thread's outermost frame makes CPython exit with (None: no such
+# exception seen); a negative value -N means "killed by signal N" (an uncaught KeyboardInterrupt).
+_observed_status: int | None = None
+# sys.monitoring tool ids with no conventional owner (0 debugger, 1 coverage, 2 profiler, 5 optimizer).
+_FREE_TOOL_IDS = (4, 3)
 
 
 def set_exit_status(code: int) -> None:
-    """The status this process is about to exit with. The exit hook needs it when interpreters stuck in C make
-    it leave with os._exit(), because an atexit hook cannot see the status the program was exiting with
-    (the pytest plugin sets it from the session's result, so a failing run never exits 0)."""
+    """The status this process is about to exit with, for the exit hook when interpreters stuck in C make it
+    leave with os._exit(). Rarely needed: the hook sees the SystemExit (or other exception) that ends the main
+    thread itself; this is for code that ends the process some other way (the pytest plugin sets it from the
+    session's result)."""
     global _exit_status_hint
     _exit_status_hint = int(code)
 
 
+def _status_of(exc: BaseException) -> int:
+    # As CPython's _Py_HandleSystemExitAndKeyboardInterrupt and Py_RunMain decide it.
+    if isinstance(exc, SystemExit):
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code & 0xFF
+        return 1  # sys.exit('message'): CPython printed it already
+    if isinstance(exc, KeyboardInterrupt):
+        import signal
+
+        return -signal.SIGINT
+    return 1
+
+
+def _watch_how_the_main_thread_ends() -> None:
+    """Learn the status the process exits with: CPython handles the SystemExit (or other exception) that ends
+    the main thread's outermost frame and keeps the status in a C local, out of an atexit hook's sight. A global
+    sys.monitoring PY_UNWIND callback sees every frame that an exception leaves; it records the exception
+    leaving the main thread's outermost frame (`python script.py`, `-c`: the __main__ module; `-m`: runpy's
+    frame; pytest: its console script). Only unwinding frames cost a call. Without a free tool id or a Python
+    frame at the bottom of the main thread (embedding), the hint and sys.last_exc remain."""
+    import threading
+
+    main = threading.main_thread()
+    if threading.current_thread() is main:
+        frame = sys._getframe()
+    else:
+        frame = sys._current_frames().get(main.ident)  # type: ignore[arg-type]
+    if frame is None:
+        return
+    while frame.f_back is not None:
+        frame = frame.f_back
+    bottom = frame.f_code
+    monitoring = sys.monitoring
+    for tool in _FREE_TOOL_IDS:
+        try:
+            monitoring.use_tool_id(tool, 'subactor exit status')
+        except ValueError:
+            continue
+        break
+    else:
+        return
+
+    def on_unwind(code: object, offset: int, exc: BaseException) -> None:
+        global _observed_status
+        if code is bottom:
+            _observed_status = _status_of(exc)
+
+    monitoring.register_callback(tool, monitoring.events.PY_UNWIND, on_unwind)
+    monitoring.set_events(tool, monitoring.events.PY_UNWIND)
+
+
 def _exit_status() -> int:
-    # Without a hint: an uncaught exception leaves sys.last_exc behind, which is the common failing case.
+    # The exception that ended the main thread, else whoever said (set_exit_status), else an uncaught exception
+    # printed in some other way (sys.last_exc), else a normal exit.
+    if _observed_status is not None:
+        return _observed_status
     if _exit_status_hint is not None:
         return _exit_status_hint
-    return 1 if getattr(sys, 'last_exc', None) is not None else 0
+    last = getattr(sys, 'last_exc', None)
+    return 0 if last is None else _status_of(last)
+
+
+def _run_the_atexit_callbacks_still_due() -> None:
+    """Run, in CPython's order, the atexit callbacks that come after this hook (those registered before
+    `_driver` was imported): os._exit() would skip them. The ones registered after it already ran. They are
+    put back alone into atexit's list and run by atexit itself (same order, same error reports), from inside
+    this callback: CPython iterates over a copy of the list, and this hook never returns to it."""
+    pending = atexit_callbacks()
+    index = next((i for i, (func, _args, _kwargs) in enumerate(pending) if func is _at_exit), None)
+    if index is None:
+        return  # not run by atexit (called directly)
+    due = pending[index + 1 :]
+    if not due:
+        return
+    atexit._clear()
+    for func, args, kwargs in reversed(due):  # the last registered runs first
+        atexit.register(func, *args, **(kwargs or {}))
+    atexit._run_exitfuncs()
+
+
+def _leave(status: int) -> None:
+    if status < 0:  # an uncaught KeyboardInterrupt: die of SIGINT, as CPython does
+        import signal
+
+        try:
+            signal.signal(-status, signal.SIG_DFL)
+            os.kill(os.getpid(), -status)  # delivered before kill() returns
+        except (OSError, ValueError):
+            pass
+        status = 128 - status
+    os._exit(status)
 
 
 def _at_exit() -> None:
@@ -174,16 +271,22 @@ def _at_exit() -> None:
         parts.append(f'{len(ending)} interpreter(s) still ending (finalizing) after {finalize} s ({names})')
     status = _exit_status()
     try:
+        how = f'os._exit({status})' if status >= 0 else f'signal {-status}'
         sys.stderr.write(
-            f'subactor: {"; ".join(parts)}; exiting with os._exit({status}) instead of finalizing\n'
+            f'subactor: {"; ".join(parts)}; running the remaining atexit callbacks, then exiting with {how} '
+            'instead of finalizing\n'
         )
+        _run_the_atexit_callbacks_still_due()
+        status = _exit_status()  # a callback may have said
         if 'logging' in sys.modules:
             sys.modules['logging'].shutdown()
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
     finally:
-        os._exit(status)
+        _leave(status)
 
 
 atexit.register(_at_exit)
+if current_interpreter_id() == MAIN_INTERPRETER_ID:
+    _watch_how_the_main_thread_ends()

@@ -68,6 +68,8 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
             await chan.send_many(our_hello, Error(None, pack_error(exc, local_uid=uid)))
         raise
     actor.on_parent_lost = functools.partial(_reap_if_orphaned, actor, trio.lowlevel.current_task())
+    if interp_id is None:
+        _exit_when_parent_process_ends(actor, hello.pid)
     _state.set_current(actor)
     try:
         async with trio.open_nursery() as nursery:
@@ -161,6 +163,38 @@ async def _reap_if_orphaned(actor: Actor, main_task: trio.lowlevel.Task) -> None
         timer = threading.Timer(bound, _exit_orphan, args=(actor.name, bound))
         timer.daemon = True
         timer.start()
+
+
+def _exit_when_parent_process_ends(actor: Actor, parent_pid: int) -> None:
+    """The orphan watchdog of a process child that needs no trio loop (issue 13 item 5): a native thread
+    exits this process with ORPHAN_EXIT_STATUS `2 * orphan_timeout` after the parent's process ends (the
+    trio-side reaper above, when the loop runs, aborts every task at `orphan_timeout` and exits at the same
+    `2 * orphan_timeout`; this one also ends a child spinning in Python or stuck in C, whose loop never gets
+    to notice). It watches the parent's process through a pidfd, the pid from the parent's hello: not
+    PR_SET_PDEATHSIG, which fires when the parent *thread* that forked us ends (trio runs each spawn on a
+    cached worker thread that exits when idle) and knows only the OS parent (an mp_forkserver child's is the
+    fork server). A parent in a subinterpreter is watched through its process: an interpreter that ends while
+    its process lives closes the channel, which only the trio-side reaper sees. Armed for the process's
+    life: the process exits soon after the actor ends anyway. See
+    conc-anal/orphaned-grandchild-after-parent-kill.md."""
+    grace = 2 * actor.bounds.orphan_timeout
+    try:
+        pidfd = os.pidfd_open(parent_pid)
+    except OSError as exc:  # ESRCH: the parent is gone already, its channel too: the trio-side reaper acts
+        log.warning('%r cannot watch its parent process %d: %s', actor, parent_pid, exc)
+        return
+    try:
+        from ._native import exit_when_process_ends
+
+        exit_when_process_ends(
+            pidfd,
+            grace,
+            message=f'subactor: orphaned actor {actor.name!r}: its parent process {parent_pid} ended {grace} s '
+            'ago and it is still running; exiting\n',
+            status=ORPHAN_EXIT_STATUS,
+        )
+    finally:
+        os.close(pidfd)
 
 
 def _exit_orphan(name: str, bound: float) -> None:

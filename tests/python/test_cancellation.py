@@ -6,7 +6,7 @@ import pytest
 import trio
 
 import subactor
-from actors import basic, nested
+from actors import basic, nested, stuck
 from subactor.testing import actor_test
 
 
@@ -135,3 +135,48 @@ async def test_orphan_whose_parent_was_killed_ends_itself():
     sees its parent channel drop and, after `orphan_timeout`, aborts its own tasks and ends (or the middle,
     killed, kills it first)."""
     await cancel_tree_with_stuck_grandchild(hard_kill=True, gone_within=5)
+
+
+async def spin_until_gone(portal, spinning):
+    """Make the actor behind `portal` spin in a sync function (its trio loop blocked), set `spinning`, and hold
+    the context until the actor is gone."""
+    with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
+        async with portal.open_context(stuck.spin_in_a_sync_function_after_started) as (_ctx, first):
+            assert first == 'spinning'
+            spinning.set()
+            await trio.sleep_forever()
+
+
+@actor_test(bounds={'orphan_timeout': 0.3})
+async def test_spinning_orphan_exits_after_its_parent_process_is_killed():
+    """Root -> 'middle' -> 'spinning-grandchild', the grandchild's loop blocked in a sync function; SIGKILL the
+    middle. The grandchild's loop never runs again, so the trio-side orphan reaper cannot act: its native
+    watchdog, watching the middle's process, exits it 2 * orphan_timeout later. Regression for
+    conc-anal/orphaned-grandchild-after-parent-kill.md (issue 13 item 5)."""
+    grandchild = pidfd = None
+    try:
+        # The middle's death is reported as its failure, which also ends the nursery's body.
+        with pytest.raises(subactor.ActorFailure, match="'middle' exited unexpectedly"):
+            async with subactor.open_nursery() as an:
+                portal = await an.start_actor('middle', enable_modules=['actors.nested', 'actors.basic'])
+                middle = await portal.run(basic.whoami)
+                if middle['pid'] == os.getpid():
+                    pytest.skip('an in-process child: its parent cannot die alone')
+                async with trio.open_nursery() as n:
+                    n.start_soon(call_until_killed, portal, nested.spawn_grandchild_to_spin)
+                    async with subactor.wait_for_actor('spinning-grandchild') as gc:
+                        grandchild = await gc.run(basic.whoami)
+                        pidfd = os.pidfd_open(grandchild['pid'])
+                        spinning = trio.Event()
+                        n.start_soon(spin_until_gone, gc, spinning)
+                        await spinning.wait()
+                        os.kill(middle['pid'], signal.SIGKILL)
+                        await trio.sleep_forever()
+        # Readable once the grandchild's process has exited; its watchdog fires 0.6 s after the kill.
+        with trio.fail_after(10):
+            await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+        if grandchild is not None and not process_gone(grandchild['pid']):
+            os.kill(grandchild['pid'], signal.SIGKILL)

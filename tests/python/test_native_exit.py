@@ -2,6 +2,7 @@
 # or hang. Regression tests for conc-anal/abandoned-thread-at-exit.md and, for interpreters still ending at exit,
 # conc-anal/subint-finalization-off-the-teardown-path.md.
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -194,3 +195,95 @@ def test_what_threads_and_atexit_callbacks_print_is_out_before_done():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ['from a thread', 'from atexit', 'parent saw done'], proc.stdout
+
+
+# Issue 13 item 4: with an interpreter stuck in C at exit the hook leaves with os._exit(), which used to exit 0
+# whatever sys.exit() was given and to skip the atexit callbacks registered before subactor was imported (atexit
+# runs the last registered first, so those come after the hook). The hook now learns the status from the
+# exception that ends the main thread and runs the callbacks still due before leaving.
+STUCK_IN_C = """
+import os, time
+os.write({w}, b'x')
+while True:
+    try:
+        time.sleep(30)
+    except BaseException:
+        pass
+"""
+
+
+def _script(ending: str) -> str:
+    return (
+        f'STUCK_IN_C = {STUCK_IN_C!r}\n'
+        + textwrap.dedent(
+            """
+        import atexit, os, sys
+        atexit.register(print, 'registered before subactor', flush=True)
+        from subactor import _driver as driver
+        atexit.register(print, 'registered after subactor', flush=True)
+        import select
+        r, w = os.pipe()
+        # Blocked in C (interrupts wait for the sleep to return), and it swallows them anyway.
+        h = driver.spawn(STUCK_IN_C.format(w=w), name='stuck')
+        assert select.select([r], [], [], 30)[0], 'the stuck child never started'
+        h.abandon()
+        """
+        )
+        + textwrap.dedent(ending)
+    )
+
+
+def _run_script(script: str, *args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SUBACTOR_EXIT_JOIN_TIMEOUT='0.2')
+    env['PYTHONPATH'] = os.path.join(ROOT, 'python') + os.pathsep + env.get('PYTHONPATH', '')
+    return subprocess.run(
+        [sys.executable, '-X', 'dev', *args, *([] if args else ['-c', script])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        cwd=cwd,
+    )
+
+
+BOTH_CALLBACKS = ['registered after subactor', 'registered before subactor']
+
+
+@pytest.mark.parametrize(
+    ('ending', 'status'),
+    [
+        ('sys.exit(3)', 3),
+        ('raise SystemExit(3)', 3),
+        ('def main():\n    sys.exit(4)\nmain()', 4),
+        ("sys.exit('fatal: bad config')", 1),
+        ('sys.exit()', 0),
+        ("raise ValueError('main failed')", 1),
+        ('', 0),
+    ],
+)
+def test_abandoned_child_keeps_the_exit_status_and_every_atexit_callback(ending, status):
+    proc = _run_script(_script(ending))
+    assert proc.returncode == status, proc.stderr
+    assert proc.stdout.splitlines() == BOTH_CALLBACKS, proc.stderr
+    assert "still running 0.0 s after the exit interrupt (1 'stuck')" in proc.stderr
+    assert f'os._exit({status})' in proc.stderr
+    assert 'remaining subinterpreters' not in proc.stderr, 'CPython must not finalize it'
+
+
+def test_abandoned_child_exit_status_under_python_dash_m(tmp_path):
+    (tmp_path / 'app_main.py').write_text(_script('sys.exit(5)'))
+    proc = _run_script('', '-m', 'app_main', cwd=str(tmp_path))
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stdout.splitlines() == BOTH_CALLBACKS, proc.stderr
+
+
+def test_abandoned_child_uncaught_keyboard_interrupt_dies_of_sigint():
+    proc = _run_script(_script('raise KeyboardInterrupt'))
+    assert proc.returncode == -signal.SIGINT, proc.stderr
+    assert proc.stdout.splitlines() == BOTH_CALLBACKS, proc.stderr
+
+
+def test_a_caught_system_exit_does_not_change_the_status():
+    proc = _run_script(_script('try:\n    sys.exit(3)\nexcept SystemExit:\n    pass\nsys.exit(0)'))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == BOTH_CALLBACKS, proc.stderr

@@ -1,6 +1,8 @@
 # The native driver inside subinterpreters: its multiple-interpreter declaration and nested spawns.
 import os
 import select
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -85,3 +87,59 @@ def test_running_interpreter_is_marked_running_and_cannot_be_destroyed(pipe):
         assert handle.join(10)
         os.close(release_r)
         os.close(release_w)
+
+
+# Item 2 of issue 13: pybind11 3.1 leaks its per-interpreter internals, and with them a pthread TSS key, when an
+# interpreter ends; PTHREAD_KEYS_MAX is 1,024, so the 1,019th interpreter that imported the extension failed with
+# "thread_specific_storage constructor: could not initialize the TSS key!". The driver now frees them on the
+# worker thread once Py_EndInterpreter has returned (module.cpp, PrepareToFreeInternals). In a subprocess: without
+# the fix it would use up this process's keys for good. Each child loads the extension directly (the package's
+# import costs ~60 ms per interpreter and adds nothing here); every 50th also keeps pybind11 objects alive into
+# its own finalization (a grandchild that imported the extension too, its handle, a Timer) so they are freed
+# while Py_EndInterpreter runs, before the internals they need are.
+MANY_INTERPRETERS = textwrap.dedent(
+    """
+    import sys
+    from subactor import _native
+
+    LOAD = '''
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('subactor._native', {path!r})
+    native = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(native)
+    '''.format(path=_native.__file__)
+    HOLD = LOAD + '''
+    grandchild = native.spawn({load!r}, name='grandchild')
+    assert grandchild.join(60)
+    assert grandchild.outcome.ok, grandchild.outcome.traceback
+    timer = native.interrupt_after(grandchild, 3600.0)
+    kept = [grandchild, timer, native.live()]
+    '''.format(load=LOAD)
+    for i in range(int(sys.argv[1])):
+        handle = _native.spawn(HOLD if i % 50 == 0 else LOAD, name=f'tss-{i}')
+        if not handle.join(60):
+            sys.exit(f'interpreter {i} did not finish within 60 s')
+        if not handle.outcome.ok:
+            sys.exit(f'interpreter {i}: {handle.outcome.traceback}')
+        handle.close()
+    # The main interpreter's own pybind11 state is untouched.
+    assert _native.live_count() == 0 and _native.current_interpreter_id() == 0
+    print('ok')
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_thousand_interpreters_import_the_extension_in_one_process():
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env['PYTHONPATH'] = os.path.join(root, 'python') + os.pathsep + env.get('PYTHONPATH', '')
+    proc = subprocess.run(
+        [sys.executable, '-c', MANY_INTERPRETERS, '2000'],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == 'ok\n'

@@ -45,3 +45,10 @@ async def find_and_call(name):
         if portal is None:
             return None
         return await portal.run(basic.whoami)
+
+
+async def spawn_grandchild_to_spin():
+    """Start 'spinning-grandchild' and wait on it; the test makes it spin through its own portal."""
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('spinning-grandchild', enable_modules=['actors.basic', 'actors.stuck'])
+        await portal.run(basic.sleep_forever)

@@ -16,6 +16,18 @@ async def spin_after_started(ctx):
         pass
 
 
+def spin_forever():
+    while True:
+        pass
+
+
+@subactor.context
+async def spin_in_a_sync_function_after_started(ctx):
+    """Tell the caller we are about to spin, then call a sync function that never returns (the loop is blocked)."""
+    await ctx.started('spinning')
+    spin_forever()
+
+
 @subactor.context
 async def spin_noting_the_switch_interval(ctx, path):
     """Spin like spin_after_started; write the GIL switch interval to `path` once it differs from the first."""
