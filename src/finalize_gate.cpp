@@ -44,11 +44,12 @@ FinalizeGate::Clock::time_point FinalizeGate::Enter(const int* gil_locked) {
   return token;
 }
 
-void FinalizeGate::Leave(Clock::time_point token) {
+bool FinalizeGate::Leave(Clock::time_point token) {
   std::lock_guard lock(mu_);
   if (auto it = std::find(active_.begin(), active_.end(), token); it != active_.end()) active_.erase(it);
   last_end_ = Clock::now();
   cv_.notify_all();
+  return active_.empty() && head_ == next_ticket_;
 }
 
 void FinalizeGate::Hurry(int delta) {

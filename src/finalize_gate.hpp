@@ -49,7 +49,8 @@ class FinalizeGate {
   // Blocks until the caller may finalize; returns the token for Leave(). gil_locked: the shared GIL's
   // "locked" word (read atomically, never written). Call WITHOUT the GIL.
   Clock::time_point Enter(const int* gil_locked);
-  void Leave(Clock::time_point token);
+  // True when nobody else is finalizing or waiting to (the last of a run of finalizations).
+  bool Leave(Clock::time_point token);
 
   // +1 while a thread waits for some interpreter to finish, -1 when it stops waiting.
   void Hurry(int delta);

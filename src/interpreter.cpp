@@ -7,10 +7,12 @@
 
 #include <internal/pycore_interp_structs.h>  // interp->ceval.gil, for the finalize gate
 #include <internal/pycore_pystate.h>
+#include <malloc.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <initializer_list>
 #include <system_error>
@@ -155,6 +157,8 @@ bool Exec(const char* source, const char* filename, bool in_main) {
   return result != nullptr;
 }
 
+std::atomic<bool> trim_after_finalize{false};
+
 std::mutex end_hooks_mu;
 EndHooks end_hooks;  // GUARDED_BY(end_hooks_mu)
 
@@ -164,6 +168,9 @@ EndHooks CurrentEndHooks() {
 }
 
 }  // namespace
+
+void SetTrimAfterFinalize(bool enabled) { trim_after_finalize.store(enabled); }
+bool TrimAfterFinalize() { return trim_after_finalize.load(); }
 
 void SetEndHooks(EndHooks hooks) {
   std::lock_guard lock(end_hooks_mu);
@@ -454,8 +461,9 @@ void Interpreter::Run() {
   const EndHooks hooks = CurrentEndHooks();
   const bool after_end = hooks.before != nullptr && hooks.before();
   Py_EndInterpreter(tstate);  // returns with no thread state and the GIL released
-  FinalizeGate::Get().Leave(turn);
+  const bool last_in_line = FinalizeGate::Get().Leave(turn);
   if (after_end && hooks.after != nullptr) hooks.after();
+  if (last_in_line && TrimAfterFinalize()) malloc_trim(0);
   Registry::Get().SetLabel(id, "");
   Finish();
 }

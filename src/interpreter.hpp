@@ -165,6 +165,13 @@ struct EndHooks {
 };
 void SetEndHooks(EndHooks hooks);
 
+// Whether the worker that ends the last of a run of finalizations (nobody else finalizing or waiting to) then
+// hands the C heap's free memory back to the OS (malloc_trim, without the GIL). Ended interpreters free most
+// of what they allocated, but into glibc arenas of threads that are gone, which keep it resident otherwise.
+// The Python layer decides (off by default here); thread-safe.
+void SetTrimAfterFinalize(bool enabled);
+bool TrimAfterFinalize();
+
 // A new list with the calling interpreter's registered Python atexit callbacks, as (func, args, kwargs)
 // tuples, in the order CPython will run them (the last registered first). Introspection for the exit
 // hook's policy (_driver.py), which must run the callbacks still due before it leaves with os._exit().

@@ -1,4 +1,5 @@
 // The `subactor._native` extension: pybind11 bindings over the driver core (argument checks live here).
+#include <malloc.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -331,6 +332,14 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
       "The calling interpreter's registered Python atexit callbacks as (func, args, kwargs) tuples, in the "
       "order CPython will run them (the last registered first)");
   m.def("current_interpreter_id", &CurrentInterpreterId, "The id of the calling interpreter");
+  m.def(
+      "set_trim_after_finalize", &subactor::SetTrimAfterFinalize, py::arg("enabled"),
+      "Whether the last of a run of interpreter finalizations hands the C heap's free memory back to the OS "
+      "(malloc_trim on its worker thread, without the GIL)");
+  m.def("trim_after_finalize", &subactor::TrimAfterFinalize, "See set_trim_after_finalize");
+  m.def(
+      "trim_memory", [] { return malloc_trim(0) != 0; }, py::call_guard<py::gil_scoped_release>(),
+      "Hand the C heap's free memory back to the OS now (malloc_trim, without the GIL); True if any was");
   subactor::BindSocketIo(m);
   subactor::BindShelf(m);
 }
