@@ -83,5 +83,19 @@ TEST(FinalizeGateTest, AStuckFinalizationStopsHoldingUpTheLine) {
   gate.Leave(stuck);
 }
 
+TEST(FinalizeGateTest, LeaveSaysWhetherItEndsARunOfFinalizations) {
+  // The worker that leaves last trims the C heap (interpreter.cpp): not while another waits in line.
+  FinalizeGate gate(Timing{100us, 1ms, kNever, kNever});
+  const int locked = 0;
+  const auto first = gate.Enter(&locked);
+  std::atomic<bool> second_was_last = false;
+  std::thread second([&] { second_was_last = gate.Leave(gate.Enter(&locked)); });
+  std::this_thread::sleep_for(50ms);  // the second has taken its ticket and waits behind the first
+  EXPECT_FALSE(gate.Leave(first));
+  second.join();
+  EXPECT_TRUE(second_was_last);
+  EXPECT_TRUE(gate.Leave(gate.Enter(&locked)));  // alone
+}
+
 }  // namespace
 }  // namespace subactor::testing

@@ -143,3 +143,19 @@ def test_two_thousand_interpreters_import_the_extension_in_one_process():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout == 'ok\n'
+
+
+@pytest.mark.parametrize(('env', 'expected'), [(None, 'True'), ('0', 'False'), ('1', 'True')])
+def test_the_c_heap_is_trimmed_after_finalizations_unless_turned_off(env, expected):
+    environ = dict(os.environ)
+    environ.pop('SUBACTOR_TRIM_AFTER_FINALIZE', None)
+    if env is not None:
+        environ['SUBACTOR_TRIM_AFTER_FINALIZE'] = env
+    code = (
+        'from subactor import _driver, _native; print(_native.trim_after_finalize()); _driver.trim_memory()'
+    )
+    proc = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, timeout=60, env=environ
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [expected]
