@@ -52,6 +52,11 @@ bool FinalizeGate::Leave(Clock::time_point token) {
   return active_.empty() && head_ == next_ticket_;
 }
 
+bool FinalizeGate::Hurrying() {
+  std::lock_guard lock(mu_);
+  return hurry_ > 0;
+}
+
 void FinalizeGate::Hurry(int delta) {
   std::lock_guard lock(mu_);
   hurry_ += delta;

@@ -54,6 +54,7 @@ class FinalizeGate {
 
   // +1 while a thread waits for some interpreter to finish, -1 when it stops waiting.
   void Hurry(int delta);
+  bool Hurrying();
 
  private:
   bool LaneFree(Clock::time_point now) const;  // REQUIRES(mu_)

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "finalize_gate.hpp"
+#include "heap_release.hpp"
 #include "registry.hpp"
 
 namespace subactor {
@@ -158,6 +159,22 @@ bool Exec(const char* source, const char* filename, bool in_main) {
 }
 
 std::atomic<bool> trim_after_finalize{false};
+
+// After the last of a run of finalizations, on the worker (no thread state, no GIL): the free obmalloc pools'
+// pages, under the GIL with a temporary thread state of the main interpreter (whose allocator legacy
+// interpreters share), then the C heap's free memory. Skipped while the process is finalizing or someone
+// waits for interpreters to finish (the exit hook): taking the GIL then could block this thread for good, and
+// nobody will use the memory.
+void GiveBackFreedMemory() {
+  if (Py_IsFinalizing() || FinalizeGate::Get().Hurrying()) return;
+  PyThreadState* temp = PyThreadState_New(PyInterpreterState_Main());
+  if (temp == nullptr) return;
+  PyEval_RestoreThread(temp);
+  ReleaseFreeObmallocPools([] { PyEval_RestoreThread(PyEval_SaveThread()); });
+  PyThreadState_Clear(temp);
+  PyThreadState_DeleteCurrent();
+  malloc_trim(0);
+}
 
 std::mutex end_hooks_mu;
 EndHooks end_hooks;  // GUARDED_BY(end_hooks_mu)
@@ -463,7 +480,7 @@ void Interpreter::Run() {
   Py_EndInterpreter(tstate);  // returns with no thread state and the GIL released
   const bool last_in_line = FinalizeGate::Get().Leave(turn);
   if (after_end && hooks.after != nullptr) hooks.after();
-  if (last_in_line && TrimAfterFinalize()) malloc_trim(0);
+  if (last_in_line && TrimAfterFinalize()) GiveBackFreedMemory();
   Registry::Get().SetLabel(id, "");
   Finish();
 }

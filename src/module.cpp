@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "dump_server.hpp"
+#include "heap_release.hpp"
 #include "interpreter.hpp"
 #include "io_loop.hpp"
 #include "orphan_watch.hpp"
@@ -340,6 +341,14 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
   m.def(
       "trim_memory", [] { return malloc_trim(0) != 0; }, py::call_guard<py::gil_scoped_release>(),
       "Hand the C heap's free memory back to the OS now (malloc_trim, without the GIL); True if any was");
+  m.def(
+      "release_free_pools",
+      [] {
+        const subactor::HeapRelease released = subactor::ReleaseFreeObmallocPools();
+        return py::make_tuple(released.pools, released.bytes);
+      },
+      "Give the pages of the free pools of CPython's small-object allocator back to the OS (all but each "
+      "pool's first page), under the GIL: (pools, bytes); (0, 0) unless the allocator is pymalloc");
   subactor::BindSocketIo(m);
   subactor::BindShelf(m);
 }
