@@ -88,6 +88,8 @@ class ActorNursery:
         self._results_done = trio.lowlevel.ParkingLot()
         self.cancel_called = False
         self._closed = False
+        # Children this nursery had to kill ({'name', 'uid', 'reason'}): none when every cancel was graceful.
+        self.hard_killed: list[dict[str, Any]] = []
 
     def kill_children_now(self) -> None:
         """See Actor.kill_children_now."""
@@ -234,12 +236,15 @@ class ActorNursery:
         if grace is None:
             grace = self._actor.grace_within_budget(self._actor.bounds.cancel_timeout, CHILD_SHARE_OF_BUDGET)
         with trio.CancelScope(shield=True):
-            if not hard_kill and rec.portal is not None:
-                with trio.move_on_after(grace):
-                    await rec.portal.cancel_actor(timeout=grace)
-                    await rec.exited.wait()
+            if hard_kill:
+                reason = 'a hard kill was asked for'
+            elif rec.portal is None:
+                reason = 'it was still starting'
+            else:
+                reason = await rec.portal._request_exit(rec.exited, grace)
             if not rec.exited.is_set():
-                log.warning('child %r did not exit after a cancel request; killing it', rec.uid[0])
+                log.warning('killing child %r: %s', rec.uid[0], reason)
+                self.hard_killed.append({'name': rec.uid[0], 'uid': rec.uid, 'reason': reason})
                 # Abort first: it wakes our own tasks parked on the channel, and the child's event loop
                 # (its reader sees EOF), so an injected exception is seen at once.
                 rec.chan.abort('cancelled by parent')
