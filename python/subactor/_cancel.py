@@ -16,12 +16,26 @@
 #   actor's cancel that follows reads the record: a request still unacknowledged past the bound means the peer is
 #   still unresponsive (kill now, no second wait); an acknowledged but unfinished one started the budget, so the
 #   actor's grace counts from that request, not from now (shared, not summed).
+# - Teardown at scale. `an.cancel()` asks every child at once, and ending N children is work the teardown itself
+#   queues: N processes exiting on a few cores, or N subinterpreters unwinding one at a time under the GIL they
+#   share with the parent (their finalization is already off this path:
+#   conc-anal/subint-finalization-off-the-teardown-path.md). A fixed bound from the moment of asking cannot hold
+#   for every N (3 s killed all of 500 idle subint actors, and 121 of 200 trio actors on a loaded machine), and
+#   a bound that grew with N would be no bound for one stuck child. So each child's grace (`cancel_timeout`)
+#   counts from its own acknowledgement (when its request was actually read, however long the queue before it),
+#   and a nursery keeps one `TeardownProgress`, the time of the last acknowledgement or exit among its children.
+#   Past a child's grace (and past the acknowledgement bound), the wait goes on while that progress is less than
+#   `cancel_ack_timeout` old: the children are ending at a steady rate and this one's turn comes. When the
+#   teardown stalls for that long, what is left is killed. Every wait stays bounded: each extension needs a new
+#   acknowledgement or exit (at most two per child), and none goes past what a canceller of this actor left it
+#   (its budget), nor past a strict grace (Ctrl-C's `interrupt_grace`).
 # - A starved canceller. When this loop itself did not run for a while (a busy machine; a GIL shared with many
 #   child interpreters), a bound expires in the same scheduler pass that delivers the acknowledgement it waited
 #   for. Before concluding, a waiter whose bound expired lets that pass finish (one checkpoint) and looks again.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -32,16 +46,46 @@ if TYPE_CHECKING:
 log = logging.getLogger('subactor')
 
 
-async def wait_until(event: trio.Event, deadline: float) -> bool:
-    """Wait for `event` until trio time `deadline`; whether it is set. A bound that expires is re-checked after
-    one checkpoint, so what the same scheduler pass delivered still counts (see the top of this file)."""
+class TeardownProgress:
+    """When the children being cancelled together (one actor nursery's) last showed progress: a cancel request
+    acknowledged, a child exited."""
+
+    __slots__ = ('last',)
+
+    def __init__(self) -> None:
+        self.last = -math.inf
+
+    def bump(self) -> None:
+        self.last = trio.current_time()
+
+
+async def wait_progressing(
+    event: trio.Event,
+    deadline: float,
+    *,
+    progress: TeardownProgress | None = None,
+    window: float = 0.0,
+    cap: float = math.inf,
+) -> bool:
+    """Wait for `event` until trio time `deadline` and, past it, for as long as `progress` was shown within the
+    last `window` seconds, never past `cap`; whether it is set. Not woken by each sign of progress (N waiters times
+    N events): a waiter whose bound expired looks at the last one and sleeps on. A bound that expires is
+    re-checked after one checkpoint, so what the same scheduler pass delivered still counts."""
+
+    def bound() -> float:
+        extended = deadline if progress is None else max(deadline, progress.last + window)
+        return min(extended, cap)
+
     while not event.is_set():
-        if trio.current_time() >= deadline:
+        until = bound()
+        if trio.current_time() >= until:
             await trio.lowlevel.checkpoint()
-            return event.is_set()
-        with trio.move_on_at(deadline):
+            if event.is_set() or trio.current_time() >= bound():
+                break
+            continue
+        with trio.move_on_at(until):
             await event.wait()
-    return True
+    return event.is_set()
 
 
 def unresponsive_request(ctxs: list[Context], ack_timeout: float) -> Context | None:

@@ -100,6 +100,8 @@ class Context:
         # Kept on its channel after the caller gave up waiting, to hear a late acknowledgement or final message
         # (a canceller later asks whether this request is still unanswered); dropped when the final one comes.
         self.lingering = False
+        # Called once per answer to a cancel request (a nursery's teardown counts it as progress).
+        self.on_cancel_answer: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f'<Context {self.fn_name} cid={self.cid[:8]} side={self.side}>'
@@ -169,8 +171,10 @@ class Context:
         return self._cancel_answered
 
     def _answer_cancel(self) -> None:
-        if self._cancel_answered is not None:
+        if self._cancel_answered is not None and not self._cancel_answered.is_set():
             self._cancel_answered.set()
+            if self.on_cancel_answer is not None:
+                self.on_cancel_answer()
 
     @property
     def cancel_pending(self) -> bool:

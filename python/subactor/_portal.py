@@ -107,15 +107,24 @@ class Portal:
             return sent
         return None
 
-    async def _wait_ack(self, ctx: Context, sent: float | None, deadline: float) -> bool:
+    async def _wait_ack(
+        self,
+        ctx: Context,
+        sent: float | None,
+        deadline: float,
+        progress: _cancel.TeardownProgress | None = None,
+    ) -> bool:
         """Wait for the acknowledgement of the cancel request `ctx` sent at `sent` (any answer counts: the final
-        message, the channel closing); False when none came within the bound (logged: the peer is unresponsive)
-        or by `deadline`."""
+        message, the channel closing) for `cancel_ack_timeout`, extended while `progress` is shown (see
+        _cancel.py), never past `deadline`; whether it came. Logged when the bound ran out: the peer's loop does
+        not run."""
         ack_timeout = self._actor.bounds.cancel_ack_timeout
         if sent is not None and ctx._cancel_answered is not None:
-            if await _cancel.wait_until(ctx._cancel_answered, min(deadline, sent + ack_timeout)):
+            if await _cancel.wait_progressing(
+                ctx._cancel_answered, sent + ack_timeout, progress=progress, window=ack_timeout, cap=deadline
+            ):
                 return True
-        if sent is None or trio.current_time() >= sent + ack_timeout:
+        if trio.current_time() < deadline:
             log.warning(
                 'actor %r did not acknowledge the cancel request for %s within %.2f s: its loop does not run',
                 self.channel.peer_uid[0] if self.channel.peer_uid else '?',
@@ -213,10 +222,13 @@ class Portal:
         pending = _cancel.pending_requests(self.channel.ctxs)
         return _cancel.unresponsive_request(pending, self._actor.bounds.cancel_ack_timeout)
 
-    async def _request_exit(self, exited: trio.Event, grace: float) -> str:
-        """Nursery teardown: ask the child to exit and wait until `exited`, within `grace` counted from the oldest
-        cancel request of ours it has not finished (this one, or e.g. a cancelled call's: one budget, shared).
-        Why it is still there when it is ('' once it exited): the caller then kills it."""
+    async def _request_exit(
+        self, exited: trio.Event, grace: float, progress: _cancel.TeardownProgress, cap: float
+    ) -> str:
+        """Nursery teardown: ask the child to exit and wait until `exited`. Once acknowledged, it has `grace`
+        counted from the acknowledgement, or from an earlier cancel request of ours it has not finished (a
+        cancelled call's: one budget, shared), extended while its siblings show `progress`, never past trio
+        time `cap` (see _cancel.py). Why it is still there if it is ('' once it exited): the caller kills it."""
         ack_timeout = self._actor.bounds.cancel_ack_timeout
         silent = self.unresponsive_request()
         if silent is not None:
@@ -224,21 +236,28 @@ class Portal:
         self.cancel_requested = True
         now = trio.current_time()
         start = _cancel.budget_start(_cancel.pending_requests(self.channel.ctxs))
-        deadline = (now if start is None else start) + grace
+        extend = {'progress': progress, 'window': ack_timeout, 'cap': cap}
         if self.channel.closed:
-            await _cancel.wait_until(exited, deadline)
+            await _cancel.wait_progressing(exited, now + grace, **extend)
             return f'it did not exit within {grace} s of its channel closing'
         ctx = self._actor.open_caller_context(self.channel, 'cancel-actor')
+        ctx.on_cancel_answer = progress.bump
         try:
-            sent = await self._send_cancel(ctx, CancelActor(ctx.cid, max(0.0, deadline - now)), deadline)
-            if not await self._wait_ack(ctx, sent, deadline) and trio.current_time() < deadline:
+            # What it is told (and fits its own subtree's teardown in): the grace, as counted from now.
+            budget = min(cap, (now if start is None else start) + grace) - now
+            sent = await self._send_cancel(ctx, CancelActor(ctx.cid, max(0.0, budget)), cap)
+            if not await self._wait_ack(ctx, sent, cap, progress):
                 return f'it did not acknowledge its cancel request within {ack_timeout} s'
-            await _cancel.wait_until(exited, deadline)
+            acked = ctx.cancel_acked_at or trio.current_time()
+            deadline = (acked if start is None else min(start, acked)) + grace
+            if await _cancel.wait_progressing(exited, deadline, **extend):
+                return ''
         except TransportClosed:
-            await _cancel.wait_until(exited, deadline)
+            if await _cancel.wait_progressing(exited, now + grace, **extend):
+                return ''
         finally:
             self._drop(ctx)
-        return f'it did not exit within {grace} s of its cancel request'
+        return f'it did not exit within {grace} s of acknowledging its cancel request'
 
     async def wait_for_result(self) -> Any:
         """The result of the function this actor was started for (`ActorNursery.run_in_actor`)."""
