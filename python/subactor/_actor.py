@@ -34,7 +34,7 @@ from ._errors import (
     unpack_error,
 )
 from ._ipc import Addr, Channel
-from ._msg import CancelActor, CancelTask, Error, ErrorInfo, Hello, Proof, Return, Start
+from ._msg import CancelAck, CancelActor, CancelTask, Error, ErrorInfo, Hello, Proof, Return, Start
 
 log = logging.getLogger('subactor')
 
@@ -254,6 +254,7 @@ class Actor:
                 if isinstance(msg, Start):
                     self._serve_start(chan, msg)
                 elif isinstance(msg, CancelTask):
+                    self._ack_cancel(chan, msg.cid)
                     task = self._rpc_tasks.get((id(chan), msg.cid))
                     if task is not None:
                         task.ctx.canceller = chan.peer_uid
@@ -261,6 +262,7 @@ class Actor:
                             task.deadline = trio.current_time() + msg.budget
                         task.scope.cancel()
                 elif isinstance(msg, CancelActor):
+                    self._ack_cancel(chan, msg.cid)
                     self.service.start_soon(self._handle_cancel_actor, chan, msg)
                 elif cid is not None and cid in ctxs:
                     ctxs[cid].deliver(msg)
@@ -278,6 +280,16 @@ class Actor:
                     task.scope.cancel()
             if chan is self._parent_chan:
                 self._lost_parent()
+
+    def _ack_cancel(self, chan: Channel, cid: str) -> None:
+        """Tell a canceller at once that this loop runs and read its request (it escalates when no acknowledgement
+        comes: see _cancel.py). Like a sync call's reply, it goes out without awaiting."""
+        service = self._service
+        if service is None:
+            return  # not serving any more: the canceller sees the channel close instead
+        ack = CancelAck(cid)
+        if not chan.send_frame_nowait(chan.encode(ack), service):
+            service.start_soon(self._send_final, chan, ack)
 
     def _lost_parent(self) -> None:
         if self._parent_lost:
@@ -478,7 +490,7 @@ class Actor:
         )
         return Error(ctx.cid, info)
 
-    async def _send_final(self, chan: Channel, final: Return | Error) -> None:
+    async def _send_final(self, chan: Channel, final: Return | Error | CancelAck) -> None:
         if chan.closed:
             return
         # Shielded from the task's cancellation, bounded by its own deadline (one scope: this is every call's path).

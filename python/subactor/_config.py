@@ -20,11 +20,22 @@ class Bounds:
 
     # Spawn: child start-up until its handshake completes.
     handshake_timeout: float = 30.0
-    # Graceful cancel: wait for a child's cancel acknowledgement and exit after asking over IPC.
+    # Graceful cancel: how long a child that acknowledged its cancel request may take to exit before it is
+    # killed. Counted from its acknowledgement, or from an earlier cancel request to it still unanswered (one
+    # caller's budget per child, shared by a remote task's cancel and the actor's, not summed); extended while
+    # the children cancelled with it keep acknowledging or exiting (work the teardown itself queued: see
+    # _cancel.py).
     cancel_timeout: float = 3.0
+    # Graceful cancel: a healthy actor's channel reader acknowledges a cancel request (CancelTask, CancelActor)
+    # the moment it reads it. No acknowledgement within this long of sending the request (again extended while
+    # sibling children being cancelled keep showing progress) marks the peer unresponsive and the canceller
+    # escalates at once: it stops waiting for the remote task, or kills the child. It is also the longest pause
+    # in the progress of a many-child teardown that is tolerated once a child's own grace is over.
+    cancel_ack_timeout: float = 0.5
     # Graceful cancel after Ctrl-C (KeyboardInterrupt in a nursery): a short grace before the hard kill.
     interrupt_grace: float = 0.3
-    # Remote task cancel: wait for the callee's final message after sending CancelTask.
+    # Remote task cancel: wait for the callee's final message after sending CancelTask (once acknowledged:
+    # see cancel_ack_timeout).
     task_cancel_timeout: float = 2.0
     # Process backends: after SIGTERM, wait this long before SIGKILL; then wait for the reap.
     terminate_timeout: float = 1.0

@@ -25,7 +25,7 @@ from ._errors import (
     TransportClosed,
     unpack_error,
 )
-from ._msg import Credit, Error, Return, Started, Stop, Yield
+from ._msg import CancelAck, Credit, Error, Return, Started, Stop, Yield
 
 if TYPE_CHECKING:
     from ._ipc import Channel
@@ -91,6 +91,17 @@ class Context:
         self._scope: trio.CancelScope | None = None
         # Caller side: the scope around the `open_context` block, cancelled when the remote task fails.
         self._caller_scope: trio.CancelScope | None = None
+        # Caller side, once a cancel request (CancelTask, or CancelActor for an actor's cancel) went out for this
+        # cid: when it was sent and when the callee's reader acknowledged it (CancelAck), see _cancel.py.
+        self.cancel_sent_at: float | None = None
+        self.cancel_acked_at: float | None = None
+        # Set when the request is answered: acknowledged, the final message came, or the channel closed.
+        self._cancel_answered: trio.Event | None = None
+        # Kept on its channel after the caller gave up waiting, to hear a late acknowledgement or final message
+        # (a canceller later asks whether this request is still unanswered); dropped when the final one comes.
+        self.lingering = False
+        # Called once per answer to a cancel request (a nursery's teardown counts it as progress).
+        self.on_cancel_answer: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f'<Context {self.fn_name} cid={self.cid[:8]} side={self.side}>'
@@ -102,6 +113,11 @@ class Context:
     # -- delivery from the dispatcher (never blocks) --------------------------------------------------------
 
     def deliver(self, msg: Any) -> None:
+        if isinstance(msg, CancelAck):
+            if self.cancel_acked_at is None:
+                self.cancel_acked_at = trio.current_time()
+            self._answer_cancel()
+            return
         if isinstance(msg, Credit):
             if msg.window < 0:
                 self._send_credit = _UNLIMITED
@@ -116,6 +132,9 @@ class Context:
         elif isinstance(msg, (Return, Error)):
             self._final = msg
             self._credit_lot.unpark_all()
+            self._answer_cancel()
+            if self.lingering:
+                self.chan.ctxs.pop(self.cid, None)
             if isinstance(msg, Error) and self._caller_scope is not None:
                 if not self.is_own_cancel(unpack_error(msg.info)):
                     self._caller_scope.cancel()
@@ -134,10 +153,33 @@ class Context:
 
     def transport_closed(self, exc: BaseException) -> None:
         self._transport_error = exc
+        self._answer_cancel()
         if self._caller_scope is not None and self._final is None:
             self._caller_scope.cancel()
         self._lot.unpark_all()
         self._credit_lot.unpark_all()
+
+    # -- cancel requests (caller side; the waits are in _cancel.py) --------------------------------------------
+
+    def cancel_sent(self) -> trio.Event:
+        """Record that a cancel request for this cid is going out now; the event set once it is answered."""
+        self.cancel_sent_at = trio.current_time()
+        if self._cancel_answered is None:
+            self._cancel_answered = trio.Event()
+            if self._final is not None or self._transport_error is not None:
+                self._cancel_answered.set()
+        return self._cancel_answered
+
+    def _answer_cancel(self) -> None:
+        if self._cancel_answered is not None and not self._cancel_answered.is_set():
+            self._cancel_answered.set()
+            if self.on_cancel_answer is not None:
+                self.on_cancel_answer()
+
+    @property
+    def cancel_pending(self) -> bool:
+        """A cancel request was sent and the remote task has not ended (no final message, channel up)."""
+        return self.cancel_sent_at is not None and self._final is None and self._transport_error is None
 
     async def _next_msg(self) -> Any:
         while not self._inbox:
@@ -220,6 +262,7 @@ class Context:
             from ._msg import CancelTask
 
             try:
+                self.cancel_sent()
                 await self.chan.send(CancelTask(self.cid))
             except TransportClosed:
                 pass

@@ -133,6 +133,13 @@ class CancelActor(msgspec.Struct, tag='cancel-actor', array_like=True):
     budget: float | None = None
 
 
+class CancelAck(msgspec.Struct, tag='cancel-ack', array_like=True):
+    """The receiver's channel reader got the CancelTask or CancelActor `cid`: sent at once, before the request is
+    acted on, so a canceller tells a live loop (busy tearing down) from one that does not run (see _cancel.py)."""
+
+    cid: str
+
+
 Msg = (
     Hello
     | Proof
@@ -147,6 +154,7 @@ Msg = (
     | Error
     | CancelTask
     | CancelActor
+    | CancelAck
 )
 
 _CID_MSGS = (Started, Yield, Stop, Credit, Return, Error)

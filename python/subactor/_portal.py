@@ -1,6 +1,7 @@
 # Portals: call functions in another actor (`run`), open contexts there, cancel it, collect its result.
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from . import _cancel
 from ._config import CHILD_SHARE_OF_BUDGET
 from ._context import Context, is_context_fn
 from ._errors import RemoteActorError, TransportClosed
@@ -16,6 +18,8 @@ from ._msg import CancelActor, CancelTask, Return, Start
 if TYPE_CHECKING:
     from ._actor import Actor
     from ._ipc import Channel
+
+log = logging.getLogger('subactor')
 
 
 def function_ref(fn: Callable[..., Any]) -> tuple[str, str]:
@@ -82,19 +86,68 @@ class Portal:
                 await self._cancel_remote_task(ctx)
                 raise
         finally:
+            self._drop(ctx)
+
+    def _drop(self, ctx: Context) -> None:
+        """The caller is done with `ctx`; one whose cancel went unanswered stays to hear the answer (_cancel.py)."""
+        if ctx.cancel_pending:
+            ctx.lingering = True
+        else:
             self._actor.drop_context(ctx)
 
+    async def _send_cancel(
+        self, ctx: Context, msg: CancelTask | CancelActor, deadline: float
+    ) -> float | None:
+        """Send cancel request `msg` for `ctx` (recorded in it); when it went out, or None when the channel did
+        not take it within the acknowledgement bound (the peer does not read) or by `deadline`."""
+        ctx.cancel_sent()
+        with trio.move_on_at(min(deadline, trio.current_time() + self._actor.bounds.cancel_ack_timeout)):
+            await self.channel.send(msg)
+            ctx.cancel_sent_at = sent = trio.current_time()
+            return sent
+        return None
+
+    async def _wait_ack(
+        self,
+        ctx: Context,
+        sent: float | None,
+        deadline: float,
+        progress: _cancel.TeardownProgress | None = None,
+    ) -> bool:
+        """Wait for the acknowledgement of the cancel request `ctx` sent at `sent` (any answer counts: the final
+        message, the channel closing) for `cancel_ack_timeout`, extended while `progress` is shown (see
+        _cancel.py), never past `deadline`; whether it came. Logged when the bound ran out: the peer's loop does
+        not run."""
+        ack_timeout = self._actor.bounds.cancel_ack_timeout
+        if sent is not None and ctx._cancel_answered is not None:
+            if await _cancel.wait_progressing(
+                ctx._cancel_answered, sent + ack_timeout, progress=progress, window=ack_timeout, cap=deadline
+            ):
+                return True
+        if trio.current_time() < deadline:
+            log.warning(
+                'actor %r did not acknowledge the cancel request for %s within %.2f s: its loop does not run',
+                self.channel.peer_uid[0] if self.channel.peer_uid else '?',
+                ctx.fn_name,
+                ack_timeout,
+            )
+        return False
+
     async def _cancel_remote_task(self, ctx: Context) -> None:
-        """Ask the callee to cancel `ctx`'s task and wait (shielded, bounded) for its final message."""
+        """Ask the callee to cancel `ctx`'s task and wait (shielded, bounded) for its final message; stop waiting
+        at once when the callee does not acknowledge the request (see _cancel.py)."""
         ctx.cancel_called = True
         if ctx._final is not None or self.channel.closed:
             return
         # Within a canceller's budget, leave the rest of it for tearing down the callee's actor if need be.
         bound = self._actor.grace_within_budget(self._actor.bounds.task_cancel_timeout, CHILD_SHARE_OF_BUDGET)
-        with trio.CancelScope(shield=True), trio.move_on_after(bound):
+        deadline = trio.current_time() + bound
+        with trio.CancelScope(shield=True):
             try:
-                await self.channel.send(CancelTask(ctx.cid, bound))
-                await ctx.wait_for_result()
+                sent = await self._send_cancel(ctx, CancelTask(ctx.cid, bound), deadline)
+                if await self._wait_ack(ctx, sent, deadline):
+                    with trio.move_on_at(deadline):
+                        await ctx.wait_for_result()
             except (RemoteActorError, TransportClosed):
                 pass
 
@@ -131,7 +184,7 @@ class Portal:
             with trio.CancelScope(shield=ctx._final is not None):
                 await ctx.wait_for_result()
         finally:
-            self._actor.drop_context(ctx)
+            self._drop(ctx)
 
     async def _raise_remote_failure(self, ctx: Context) -> None:
         if ctx._transport_error is not None and ctx._final is None:
@@ -140,21 +193,71 @@ class Portal:
             await ctx.wait_for_result()  # raises the remote error unless it acknowledges our own cancel
 
     async def cancel_actor(self, timeout: float | None = None) -> bool:
-        """Ask the actor to cancel everything and exit; True once it acknowledged within `timeout`."""
+        """Ask the actor to cancel everything and exit; True once it confirmed (its tasks are cancelled) within
+        `timeout`. False at once when it does not acknowledge the request within the `cancel_ack_timeout` bound
+        (its loop does not run), or when an earlier cancel request to it is still unacknowledged."""
         if self.channel.closed:
             return False
         self.cancel_requested = True
         bound = self._actor.bounds.cancel_timeout if timeout is None else timeout
+        if self.unresponsive_request() is not None:
+            return False
+        deadline = trio.current_time() + bound
         ctx = self._actor.open_caller_context(self.channel, 'cancel-actor')
         try:
-            with trio.CancelScope(shield=True), trio.move_on_after(bound):
-                await self.channel.send(CancelActor(ctx.cid, bound))
-                return bool(await ctx.wait_for_result())
-            return False
+            with trio.CancelScope(shield=True):
+                sent = await self._send_cancel(ctx, CancelActor(ctx.cid, bound), deadline)
+                if not await self._wait_ack(ctx, sent, deadline):
+                    return False
+                with trio.move_on_at(deadline):
+                    return bool(await ctx.wait_for_result())
+                return False
         except (TransportClosed, RemoteActorError):
             return False
         finally:
-            self._actor.drop_context(ctx)
+            self._drop(ctx)
+
+    def unresponsive_request(self) -> Context | None:
+        """An earlier cancel request of ours to this actor still unacknowledged past the acknowledgement bound."""
+        pending = _cancel.pending_requests(self.channel.ctxs)
+        return _cancel.unresponsive_request(pending, self._actor.bounds.cancel_ack_timeout)
+
+    async def _request_exit(
+        self, exited: trio.Event, grace: float, progress: _cancel.TeardownProgress, cap: float
+    ) -> str:
+        """Nursery teardown: ask the child to exit and wait until `exited`. Once acknowledged, it has `grace`
+        counted from the acknowledgement, or from an earlier cancel request of ours it has not finished (a
+        cancelled call's: one budget, shared), extended while its siblings show `progress`, never past trio
+        time `cap` (see _cancel.py). Why it is still there if it is ('' once it exited): the caller kills it."""
+        ack_timeout = self._actor.bounds.cancel_ack_timeout
+        silent = self.unresponsive_request()
+        if silent is not None:
+            return f'it did not acknowledge the cancel request for {silent.fn_name} within {ack_timeout} s'
+        self.cancel_requested = True
+        now = trio.current_time()
+        start = _cancel.budget_start(_cancel.pending_requests(self.channel.ctxs))
+        extend = {'progress': progress, 'window': ack_timeout, 'cap': cap}
+        if self.channel.closed:
+            await _cancel.wait_progressing(exited, now + grace, **extend)
+            return f'it did not exit within {grace} s of its channel closing'
+        ctx = self._actor.open_caller_context(self.channel, 'cancel-actor')
+        ctx.on_cancel_answer = progress.bump
+        try:
+            # What it is told (and fits its own subtree's teardown in): the grace, as counted from now.
+            budget = min(cap, (now if start is None else start) + grace) - now
+            sent = await self._send_cancel(ctx, CancelActor(ctx.cid, max(0.0, budget)), cap)
+            if not await self._wait_ack(ctx, sent, cap, progress):
+                return f'it did not acknowledge its cancel request within {ack_timeout} s'
+            acked = ctx.cancel_acked_at or trio.current_time()
+            deadline = (acked if start is None else min(start, acked)) + grace
+            if await _cancel.wait_progressing(exited, deadline, **extend):
+                return ''
+        except TransportClosed:
+            if await _cancel.wait_progressing(exited, now + grace, **extend):
+                return ''
+        finally:
+            self._drop(ctx)
+        return f'it did not exit within {grace} s of acknowledging its cancel request'
 
     async def wait_for_result(self) -> Any:
         """The result of the function this actor was started for (`ActorNursery.run_in_actor`)."""

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from typing import Any
 
 import trio
 
-from . import _discovery, _state
+from . import _cancel, _discovery, _state
 from ._actor import Actor, new_uid
 from ._config import CHILD_SHARE_OF_BUDGET
 from ._errors import ActorFailure, ContextCancelled, RemoteActorError, TransportClosed
@@ -35,8 +36,11 @@ class ChildAbandoned(RuntimeWarning):
 
 
 class _ChildRecord:
-    def __init__(self, uid: tuple[str, str], child: Child, chan: Channel) -> None:
+    def __init__(
+        self, uid: tuple[str, str], child: Child, chan: Channel, progress: _cancel.TeardownProgress
+    ) -> None:
         self.uid = uid
+        self.progress = progress  # its nursery's: its exit is a sign of the teardown's progress
         self.child = child
         self.chan = chan
         self.portal: Portal | None = None
@@ -55,6 +59,7 @@ async def _watch_exit(rec: _ChildRecord) -> None:
     no task stays parked on it."""
     with trio.CancelScope(shield=True):
         rec.status = await rec.child.wait()
+    rec.progress.bump()
     rec.chan.abort('child exited', keep_unread=True)
     rec.gone.set()
 
@@ -88,6 +93,10 @@ class ActorNursery:
         self._results_done = trio.lowlevel.ParkingLot()
         self.cancel_called = False
         self._closed = False
+        # Children this nursery had to kill ({'name', 'uid', 'reason'}): none when every cancel was graceful.
+        self.hard_killed: list[dict[str, Any]] = []
+        # Signs of life of the children being cancelled (acknowledgements, exits): see _cancel.py.
+        self._progress = _cancel.TeardownProgress()
 
     def kill_children_now(self) -> None:
         """See Actor.kill_children_now."""
@@ -137,11 +146,11 @@ class ActorNursery:
         return portal
 
     async def cancel(self, hard_kill: bool = False, *, grace: float | None = None) -> None:
-        """Cancel every child: ask over IPC and wait up to `grace` seconds (default: the `cancel_timeout`
-        bound), then kill what is left; `hard_kill` skips the asking."""
+        """Cancel every child at once: ask each over IPC, give it the `cancel_timeout` bound from its
+        acknowledgement (extended while its siblings keep ending: see _cancel.py), then kill what is left; one
+        that does not acknowledge is killed at once. `grace`: a strict bound instead (no extension);
+        `hard_kill` skips the asking."""
         self.cancel_called = True
-        if grace is None:
-            grace = self._actor.grace_within_budget(self._actor.bounds.cancel_timeout, CHILD_SHARE_OF_BUDGET)
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as n:
                 for rec in list(self._children.values()):
@@ -164,7 +173,7 @@ class ActorNursery:
             loglevel=loglevel or actor.loglevel,
         )
         child, chan = await _dispatch.spawn(self.start_method, uid, actor.bounds)
-        rec = _ChildRecord(uid, child, chan)
+        rec = _ChildRecord(uid, child, chan, self._progress)
         try:
             self._tn.start_soon(self._supervise, rec, name=f'supervise:{uid[0]}')
         except BaseException:
@@ -231,15 +240,24 @@ class ActorNursery:
         self, rec: _ChildRecord, hard_kill: bool = False, grace: float | None = None
     ) -> None:
         rec.cancel_requested = True
-        if grace is None:
-            grace = self._actor.grace_within_budget(self._actor.bounds.cancel_timeout, CHILD_SHARE_OF_BUDGET)
+        now = trio.current_time()
+        if grace is not None:
+            cap = now + grace
+        else:
+            actor = self._actor
+            grace = actor.grace_within_budget(actor.bounds.cancel_timeout, CHILD_SHARE_OF_BUDGET)
+            # No extension past what a canceller of this actor left for its children (none: no limit).
+            cap = now + actor.grace_within_budget(math.inf, CHILD_SHARE_OF_BUDGET)
         with trio.CancelScope(shield=True):
-            if not hard_kill and rec.portal is not None:
-                with trio.move_on_after(grace):
-                    await rec.portal.cancel_actor(timeout=grace)
-                    await rec.exited.wait()
+            if hard_kill:
+                reason = 'a hard kill was asked for'
+            elif rec.portal is None:
+                reason = 'it was still starting'
+            else:
+                reason = await rec.portal._request_exit(rec.exited, grace, self._progress, cap)
             if not rec.exited.is_set():
-                log.warning('child %r did not exit after a cancel request; killing it', rec.uid[0])
+                log.warning('killing child %r: %s', rec.uid[0], reason)
+                self.hard_killed.append({'name': rec.uid[0], 'uid': rec.uid, 'reason': reason})
                 # Abort first: it wakes our own tasks parked on the channel, and the child's event loop
                 # (its reader sees EOF), so an injected exception is seen at once.
                 rec.chan.abort('cancelled by parent')

@@ -36,6 +36,7 @@ SAMPLES = [
     _msg.Error(None, _msg.ErrorInfo('ValueError', 'm', 'tb', ['a', '1'], [], None, False)),
     _msg.CancelTask('c'),
     _msg.CancelActor('c'),
+    _msg.CancelAck('c'),
 ]
 
 
