@@ -280,3 +280,33 @@ async def test_an_interpreter_lent_while_its_refill_task_waits_on_it_leaves_no_w
     pool.spawn_complete(taken)  # as a spawn would: the pool refills
     with trio.fail_after(60):
         await subactor.wait_warm_pool_ready()
+
+
+@actor_test
+async def test_settle_waits_on_a_control_socket_numbered_above_1023(warm_pool_size):
+    """After a large tree the refill's control socket can get a number select() cannot take (ValueError)."""
+    import resource
+
+    from subactor._spawn import _warm_pool
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1100:
+        pytest.skip(f'needs an fd limit above 1100 (hard limit {hard})')
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+    warm_pool_size(0)  # closing a pool frees low numbers: close it before filling them
+    filler = []
+    try:
+        while True:  # fill every number up to 1050: the pool's next socketpair lands above 1023
+            fd = os.open(os.devnull, os.O_RDONLY)
+            filler.append(fd)
+            if fd >= 1050:
+                break
+        warm_pool_size(1)
+        [entry] = _warm_pool._pool._idle
+        assert entry.control.fileno() > 1023
+        assert _warm_pool._pool.settle(60)
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    await subactor.wait_warm_pool_ready(60)

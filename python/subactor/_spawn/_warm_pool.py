@@ -498,7 +498,11 @@ class _WarmPool:
                 return True
             if left <= 0:
                 return False
-            select.select([e.control for e in warming], [], [], left)
+            # poll, not select: a large tree leaves the refill's control fd above select()'s limit of 1023.
+            poller = select.poll()
+            for entry in warming:
+                poller.register(entry.control, select.POLLIN)
+            poller.poll(left * 1000)
 
     def held_fds(self) -> set[int]:
         """Descriptors the pooled interpreters hold in this process (both control ends, the done and exit fds,
