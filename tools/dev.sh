@@ -44,6 +44,9 @@ do_lint() {
   stamp lint
   ruff check python tests bench
   ruff format --check python tests bench
+  # Types that reach users: the package (py.typed, the facade, the _native stub) and a typed user script.
+  MYPYPATH="$repo/python" "$py" -m mypy --strict --cache-dir "$repo/build/mypy-cache" python/subactor \
+    tests/typing/typed_user.py
   local cxx
   mapfile -t cxx < <(git ls-files -co --exclude-standard -- 'src/*.cpp' 'src/*.hpp' 'tests/cpp/*.cpp' 'tests/cpp/*.hpp')
   if ((${#cxx[@]})); then clang-format --dry-run -Werror "${cxx[@]}"; fi

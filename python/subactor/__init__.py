@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     ActorFailure,
@@ -22,6 +22,25 @@ from ._errors import (
     TransportClosed,
 )
 from ._spawn._registry import SpawnMethodInfo, available_spawn_methods, try_set_start_method
+
+if TYPE_CHECKING:
+    # What the lazy names below resolve to, for type checkers only: at run time these modules load on first use
+    # (test_typing.py checks that this list and _LAZY agree).
+    from ._config import Bounds
+    from ._context import Context, MsgStream, context
+    from ._discovery import find_actor, get_registry, wait_for_actor
+    from ._portal import Portal
+    from ._root import open_root_actor
+    from ._spawn._warm_pool import (
+        WarmPoolStatus,
+        close_warm_pool,
+        set_warm_pool_size,
+        wait_warm_pool_ready,
+        warm_pool_status,
+    )
+    from ._state import current_actor
+    from ._supervise import ActorNursery, open_nursery
+    from .devx import dump_on_hang, resource_delta_fixture, track_resource_deltas
 
 __all__ = [
     'ActorFailure',
@@ -85,13 +104,15 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # a module __getattr__ would make type checkers accept any name as Any
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:

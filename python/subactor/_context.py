@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate
 
 import trio
 
@@ -34,8 +34,12 @@ DEFAULT_WINDOW = 512
 _UNLIMITED = 1 << 62
 
 
-def context(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark `async def fn(ctx, **kwargs)` as a context function, callable with `portal.open_context(fn)`."""
+def context[**P, R](
+    fn: Callable[Concatenate[Context, P], Awaitable[R]],
+) -> Callable[Concatenate[Context, P], Awaitable[R]]:
+    """Mark `async def fn(ctx, **kwargs)` as a context function, callable with `portal.open_context(fn)`.
+
+    Returns `fn` itself, marked: its signature is what type checkers see at `portal.open_context(fn, ...)`."""
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f'@subactor.context needs an async function, not {fn!r}')
     code = getattr(fn, '__code__', None)

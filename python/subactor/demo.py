@@ -81,7 +81,7 @@ async def _grow(
     async def one(i: int) -> None:
         name = f'{parent}.{i}' if parent else f'a{i}'
         portal = await an.start_actor(name, enable_modules=[_MODULE])
-        node = {'name': name, 'who': None, 'children': []}
+        node: dict[str, Any] = {'name': name, 'who': None, 'children': []}
         if depth > 1:
             node.update(await holders.start(_hold_subtree, an, portal, name, depth - 1, fanout))
         nodes[i] = node
