@@ -11,6 +11,7 @@ from ._errors import (
     ActorFailure,
     AuthenticationError,
     ContextCancelled,
+    Lagged,
     MessageEncodeError,
     ModuleNotExposed,
     NoRuntime,
@@ -26,6 +27,7 @@ from ._spawn._registry import SpawnMethodInfo, available_spawn_methods, try_set_
 if TYPE_CHECKING:
     # What the lazy names below resolve to, for type checkers only: at run time these modules load on first use
     # (test_typing.py checks that this list and _LAZY agree).
+    from ._broadcast import Subscription
     from ._config import Bounds
     from ._context import Context, MsgStream, context
     from ._discovery import find_actor, get_registry, wait_for_actor
@@ -49,6 +51,7 @@ __all__ = [
     'Bounds',
     'Context',
     'ContextCancelled',
+    'Lagged',
     'MessageEncodeError',
     'ModuleNotExposed',
     'MsgStream',
@@ -60,6 +63,7 @@ __all__ = [
     'SpawnMethodUnavailable',
     'StreamOverrun',
     'SubactorError',
+    'Subscription',
     'TransportClosed',
     'WarmPoolStatus',
     'available_spawn_methods',
@@ -87,6 +91,7 @@ _LAZY = {
     'Bounds': '._config',
     'Context': '._context',
     'MsgStream': '._context',
+    'Subscription': '._broadcast',
     'context': '._context',
     'Portal': '._portal',
     'current_actor': '._state',
