@@ -1,5 +1,20 @@
-# subactor: structured-concurrency actors for CPython 3.14, each in a subprocess or its own subinterpreter.
-#
+"""subactor: structured-concurrency actors for CPython 3.14 over trio, each in a subprocess or its own
+subinterpreter.
+
+Open a nursery, start actors, call functions in them through portals, talk to remote tasks through contexts and
+streams; cancellation crosses every process and interpreter boundary::
+
+    import trio, subactor
+    import mymod  # your functions, in a module the children import
+
+    async def main():
+        async with subactor.open_nursery(start_method='subint') as an:
+            portal = await an.start_actor('worker', enable_modules=['mymod'])
+            print(await portal.run(mymod.work, x=1))
+
+The README has the whole tour; `subactor.available_spawn_methods()` says which backends run here.
+"""
+
 # This facade imports nothing heavy: the registry answers on any Python, and the runtime (trio, msgspec) loads on
 # first use of a runtime name, so an unsupported Python gets a clear refusal instead of an ImportError.
 from __future__ import annotations
@@ -43,6 +58,8 @@ if TYPE_CHECKING:
     from ._state import current_actor
     from ._supervise import ActorNursery, open_nursery
     from .devx import dump_on_hang, resource_delta_fixture, track_resource_deltas
+
+__version__ = '0.1.0'  # the [project] version in pyproject.toml (test_packaging.py checks they agree)
 
 __all__ = [
     'ActorFailure',

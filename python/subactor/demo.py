@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 import subactor
+from subactor._spawn._registry import ALWAYS_REFUSED
 
 _T0 = time.perf_counter_ns()
 # The name children import this module by (`__name__` is '__main__' in the root under `python -m`).
@@ -260,7 +261,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--backend',
         default=default_backend(),
-        choices=sorted(methods),
+        choices=sorted(set(methods) - ALWAYS_REFUSED),
         help='spawn method (default: subint when available, else trio)',
     )
     parser.add_argument('--depth', type=int, default=2, help='levels of actors below the root (1-4)')
