@@ -253,6 +253,7 @@ class Portal:
                 with trio.move_on_at(deadline):
                     return bool(await ctx.wait_for_result())
                 return False
+            return False  # a cancel scope may swallow an exception, as far as type checkers know
         except (TransportClosed, RemoteActorError):
             return False
         finally:
@@ -277,7 +278,7 @@ class Portal:
         self.cancel_requested = True
         now = trio.current_time()
         start = _cancel.budget_start(_cancel.pending_requests(self.channel.ctxs))
-        extend = {'progress': progress, 'window': ack_timeout, 'cap': cap}
+        extend: dict[str, Any] = {'progress': progress, 'window': ack_timeout, 'cap': cap}
         if self.channel.closed:
             await _cancel.wait_progressing(exited, now + grace, **extend)
             return f'it did not exit within {grace} s of its channel closing'
