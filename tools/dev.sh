@@ -2,8 +2,9 @@
 # The project's developer entry point: build, test, lint, demo and bench, run under CPython 3.14.
 #
 #   tools/dev.sh demo     build, then start a tree of actors and print what happened with timings
-#   tools/dev.sh test     build, lint, clang-tidy, then every test: C++ (ctest) and Python (pytest, every backend)
-#   tools/dev.sh build | lint | tidy | ctest | pytest [ARGS] | bench [ARGS] | shell
+#   tools/dev.sh test     build, lint (with mypy), clang-tidy, then every test: C++ (ctest), the installed package,
+#                         and Python (pytest, every backend)
+#   tools/dev.sh build | lint | tidy | ctest | pytest [ARGS] | installed | bench [ARGS] | shell
 #
 # Outside the toolchain (no SUBACTOR_PYTHON set) it re-runs itself through tools/toolchain.sh, which uses
 # python3.14 from PATH or a cached Debian sid root.
@@ -44,6 +45,9 @@ do_lint() {
   stamp lint
   ruff check python tests bench
   ruff format --check python tests bench
+  # Types that reach users: the package (py.typed, the facade, the _native stub) and a typed user script.
+  MYPYPATH="$repo/python" "$py" -m mypy --strict --cache-dir "$repo/build/mypy-cache" python/subactor \
+    tests/typing/typed_user.py
   local cxx
   mapfile -t cxx < <(git ls-files -co --exclude-standard -- 'src/*.cpp' 'src/*.hpp' 'tests/cpp/*.cpp' 'tests/cpp/*.hpp')
   if ((${#cxx[@]})); then clang-format --dry-run -Werror "${cxx[@]}"; fi
@@ -64,6 +68,44 @@ do_ctest() {
   ctest --test-dir "$build" --output-on-failure -j "$(nproc)" --timeout 300
 }
 
+do_installed() {
+  # The package as users get it: `pip install .` into a throwaway venv (offline; its CMake build cached in
+  # build/wheel-$tag), then checks, a smoke subset, the README's blocks and the pytest11 plugin load against the
+  # installed copy, with nothing of python/ on the path.
+  stamp "installed package (pip install . into a throwaway venv)"
+  local tmp venv status=0
+  tmp=$(mktemp -d)
+  venv="$tmp/venv"
+  "$py" -m venv --system-site-packages "$venv"
+  "$venv/bin/python" -m pip install -q --no-build-isolation --no-deps --no-index \
+    --config-settings=build-dir="$repo/build/wheel-$tag" "$repo" || status=$?
+  if ((status == 0)); then
+    (
+      unset PYTHONPATH
+      cd "$tmp"
+      "$venv/bin/python" - "$venv" <<'EOF' &&
+import importlib.metadata, pathlib, sys
+import subactor, subactor._native
+where = pathlib.Path(subactor.__file__).parent
+assert where.is_relative_to(sys.argv[1]), f'subactor imported from {where}, not the venv'
+assert (where / 'py.typed').is_file() and (where / '_native.pyi').is_file(), 'typing files not installed'
+assert importlib.metadata.version('subactor') == subactor.__version__, subactor.__version__
+plugin = [ep for ep in importlib.metadata.entry_points(group='pytest11') if ep.name == 'subactor']
+assert plugin and plugin[0].load().__name__ == 'subactor._testing.plugin', plugin
+print(f'installed: subactor {subactor.__version__} at {where}')
+EOF
+        # py.typed at work: mypy finds the installed package's types (no MYPYPATH).
+        "$venv/bin/python" -m mypy --strict --no-incremental "$repo/tests/typing/typed_user.py" &&
+        cd "$repo" &&
+        "$venv/bin/python" -m pytest -p no:cacheprovider tests/python/test_smoke.py tests/python/test_plugin.py \
+          tests/python/test_readme.py tests/python/test_broadcast.py | tee "$tmp/pytest.out" &&
+        grep -q '^plugins: .*subactor-' "$tmp/pytest.out" # loaded through its pytest11 entry point
+    ) || status=$?
+  fi
+  rm -rf "$tmp"
+  return "$status"
+}
+
 do_pytest() {
   stamp "pytest $*"
   "$py" -m pytest "$@"
@@ -77,12 +119,14 @@ case "$cmd" in
   tidy) do_build; do_tidy ;;
   ctest) do_build; do_ctest ;;
   pytest) do_build; do_pytest "$@" ;;
+  installed) do_installed ;;
   test)
     t0=$SECONDS
     do_build
     do_lint
     do_tidy
     do_ctest
+    do_installed
     # Every backend runs the whole actor suite; the driver's own tests run once (backend-independent, and
     # their leak checks expect no warm interpreter pool around).
     failed=()
@@ -100,5 +144,5 @@ case "$cmd" in
   demo) do_build; "$py" -m subactor.demo "$@" ;;
   bench) do_build; "$py" bench/run.py "$@" ;;
   shell) do_build; exec bash ;;
-  *) echo "usage: tools/dev.sh demo|test|build|lint|ctest|pytest|bench|shell" >&2; exit 2 ;;
+  *) echo "usage: tools/dev.sh demo|test|build|lint|ctest|pytest|installed|bench|shell" >&2; exit 2 ;;
 esac

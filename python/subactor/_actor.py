@@ -350,7 +350,7 @@ class Actor:
                 f'start it with enable_modules=[{ns!r}] (enabled: {sorted(self.enable_modules)})'
             )
         mod = sys.modules.get(ns) or importlib.import_module(ns)
-        fn = getattr(mod, func, None)
+        fn: Callable[..., Any] | None = getattr(mod, func, None)
         if fn is None or not callable(fn):
             raise ModuleNotExposed(f'module {ns!r} has no function {func!r} (in actor {self.name!r})')
         return fn

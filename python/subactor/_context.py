@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate
 
 import trio
 
@@ -28,14 +28,19 @@ from ._errors import (
 from ._msg import CancelAck, Credit, Error, Return, Started, Stop, Yield
 
 if TYPE_CHECKING:
+    from ._broadcast import Broadcast, Subscription
     from ._ipc import Channel
 
 DEFAULT_WINDOW = 512
 _UNLIMITED = 1 << 62
 
 
-def context(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark `async def fn(ctx, **kwargs)` as a context function, callable with `portal.open_context(fn)`."""
+def context[**P, R](
+    fn: Callable[Concatenate[Context, P], Awaitable[R]],
+) -> Callable[Concatenate[Context, P], Awaitable[R]]:
+    """Mark `async def fn(ctx, **kwargs)` as a context function, callable with `portal.open_context(fn)`.
+
+    Returns `fn` itself, marked: its signature is what type checkers see at `portal.open_context(fn, ...)`."""
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f'@subactor.context needs an async function, not {fn!r}')
     code = getattr(fn, '__code__', None)
@@ -308,12 +313,14 @@ class Context:
 
 
 class MsgStream:
-    """The message stream of a context: `send`, `receive`, `async for`; closed when its block exits."""
+    """The message stream of a context: `send`, `receive`, `async for`, `subscribe()` to fan it out to many local
+    tasks; closed when its block exits."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._closed = False
         self._eof = False
+        self._broadcast: Broadcast | None = None
 
     def __repr__(self) -> str:
         return f'<MsgStream of {self._ctx!r}>'
@@ -335,7 +342,36 @@ class MsgStream:
         ctx._send_credit -= 1
         await ctx.chan.send(Yield(ctx.cid, value))
 
+    def subscribe(self, *, max_lag: int | None = None) -> Subscription:
+        """A receiver for one of many local tasks that each see every message from now on (`async with
+        stream.subscribe() as sub: async for msg in sub: ...`); see _broadcast.py for the details.
+
+        The slowest subscriber bounds the producer: once one is `msg_buffer_size` messages behind, the others
+        wait for it (back-pressure, as for one reader). A subscriber with `max_lag=N` never holds the others
+        back: when it falls more than N messages behind, its next receive raises `subactor.Lagged` and it
+        continues with the oldest of the last N. While subscriptions are open, receive through them, not
+        `stream.receive()`. Closing the stream ends every subscriber (EndOfChannel, after what it has yet to
+        see), as does the stream's end.
+        """
+        from ._broadcast import Broadcast
+
+        if max_lag is not None and (not isinstance(max_lag, int) or max_lag < 1):
+            raise ValueError(f'max_lag must be a whole number of messages >= 1 (or None), not {max_lag!r}')
+        if self._closed:
+            raise trio.ClosedResourceError(f'{self!r} is closed')
+        if self._broadcast is None:
+            self._broadcast = Broadcast(self, self._ctx._window)
+        return self._broadcast.subscribe(max_lag)
+
     async def receive(self) -> Any:
+        if self._broadcast is not None and self._broadcast.subs:
+            raise RuntimeError(
+                f'{self!r} has {len(self._broadcast.subs)} open subscription(s): receive through them (every '
+                'task that reads subscribes), or close them first'
+            )
+        return await self._receive()
+
+    async def _receive(self) -> Any:
         ctx = self._ctx
         if self._eof:
             raise trio.EndOfChannel
@@ -380,6 +416,8 @@ class MsgStream:
         if self._closed:
             return
         self._closed = True
+        if self._broadcast is not None:
+            self._broadcast.close()
         ctx = self._ctx
         if ctx._final is None and not ctx.chan.closed:
             with trio.CancelScope(shield=True):

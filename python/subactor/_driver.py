@@ -187,9 +187,10 @@ def _watch_how_the_main_thread_ends() -> None:
     if threading.current_thread() is main:
         frame = sys._getframe()
     else:
-        frame = sys._current_frames().get(main.ident)  # type: ignore[arg-type]
-    if frame is None:
-        return
+        current = sys._current_frames().get(main.ident)  # type: ignore[arg-type]
+        if current is None:
+            return
+        frame = current
     while frame.f_back is not None:
         frame = frame.f_back
     bottom = frame.f_code

@@ -318,7 +318,7 @@ def retire_threads(timeout: float) -> list[str]:
     for thread in threading.enumerate():
         # In a subinterpreter on a foreign thread, `me` is a dummy and main_thread() is a placeholder for a
         # thread this interpreter never had: neither can (or need) be joined.
-        if thread is me or isinstance(thread, (threading._DummyThread, threading._MainThread)):
+        if thread is me or isinstance(thread, (threading._DummyThread, threading._MainThread)):  # type: ignore[attr-defined]
             continue
         try:
             thread.join(max(0.0, deadline - time.monotonic()))

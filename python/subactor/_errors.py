@@ -114,6 +114,16 @@ class StreamOverrun(SubactorError):
     """A stream's bounded receive buffer overflowed: the sender outran the receiver without back-pressure."""
 
 
+class Lagged(SubactorError):
+    """A stream subscriber opened with `max_lag=N` fell more than N messages behind its stream's fastest reader.
+
+    `missed` is how many messages it skipped; its next receive continues with the oldest of the last N."""
+
+    def __init__(self, message: str, *, missed: int) -> None:
+        super().__init__(message)
+        self.missed = missed
+
+
 class SpawnMethodUnavailable(SubactorError, RuntimeError):
     """A registered spawn method cannot run on this Python or platform."""
 

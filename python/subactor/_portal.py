@@ -1,11 +1,12 @@
 # Portals: call functions in another actor (`run`), open contexts there, cancel it, collect its result.
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, overload
 
 import trio
 
@@ -39,6 +40,35 @@ def function_ref(fn: Callable[..., Any]) -> tuple[str, str]:
     return mod, name
 
 
+def keyword_args(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], skip: int = 0
+) -> dict[str, Any]:
+    """`kwargs` plus positional `args` named after `fn`'s parameters (after the first `skip`, which the callee
+    fills in itself): a remote call carries keyword arguments only."""
+    if not args:
+        return kwargs
+    what = getattr(fn, '__qualname__', repr(fn))
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    out: dict[str, Any] = {}
+    for i, value in enumerate(args):
+        param = params[i] if i < len(params) else None
+        if param is not None and param.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise TypeError(
+                f'{what} has positional-only parameter {param.name!r}; a remote call passes arguments by '
+                'keyword, so it cannot be filled'
+            )
+        if param is None or param.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            raise TypeError(
+                f'{what} takes {i} positional argument(s) in a remote call, not {len(args)}; pass the rest by '
+                'keyword'
+            )
+        if param.name in kwargs:
+            raise TypeError(f'{what} got multiple values for argument {param.name!r}')
+        out[param.name] = value
+    out.update(kwargs)
+    return out
+
+
 class Portal:
     """A handle on another actor, reached over one channel.
 
@@ -69,12 +99,19 @@ class Portal:
     def peer_uid(self) -> tuple[str, str] | None:
         return self.channel.peer_uid
 
-    async def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        """Call `fn(**kwargs)` (sync or async, module-level, its module enabled there) and return its result."""
+    # Typed so that the result follows the function: an async function's awaited value, a sync one's return value
+    # (the first overload wins for async functions), and the arguments are checked against its signature.
+    @overload
+    async def run[**P, R](self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    async def run[**P, R](self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Call `fn(*args, **kwargs)` (sync or async, module-level, its module enabled there) and return its
+        result. Positional arguments are sent by the name of their parameter (so not positional-only ones)."""
         if is_context_fn(fn):
             raise TypeError(f'{fn.__name__} is a @subactor.context function; use portal.open_context()')
         ns, name = function_ref(fn)
-        return await self.run_from_ns(ns, name, **kwargs)
+        return await self.run_from_ns(ns, name, **keyword_args(fn, args, kwargs))
 
     async def run_from_ns(self, ns: str, func: str, **kwargs: Any) -> Any:
         ctx = self._actor.open_caller_context(self.channel, f'{ns}.{func}')
@@ -152,8 +189,11 @@ class Portal:
                 pass
 
     @asynccontextmanager
-    async def open_context(self, fn: Callable[..., Any], **kwargs: Any) -> AsyncIterator[tuple[Context, Any]]:
-        """Start context function `fn` there; yields (ctx, the value it passed to `ctx.started()`).
+    async def open_context[**P](
+        self, fn: Callable[Concatenate[Context, P], Awaitable[object]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncIterator[tuple[Context, Any]]:
+        """Start context function `fn` there with `ctx` and `(*args, **kwargs)`; yields (ctx, the value it passed
+        to `ctx.started()`).
 
         Leaving the block normally waits for the remote function's result (available as
         `ctx.wait_for_result()` inside the block); leaving it with an error cancels the remote task first. If
@@ -162,9 +202,10 @@ class Portal:
         if not is_context_fn(fn):
             raise TypeError(f'{getattr(fn, "__name__", fn)!r} is not a @subactor.context function')
         ns, name = function_ref(fn)
+        call_kwargs = keyword_args(fn, args, kwargs, skip=1)
         ctx = self._actor.open_caller_context(self.channel, f'{ns}.{name}')
         try:
-            await self.channel.send(Start(ctx.cid, ns, name, kwargs, 'ctx'))
+            await self.channel.send(Start(ctx.cid, ns, name, call_kwargs, 'ctx'))
             first = await ctx._wait_started()
             body_scope = trio.CancelScope()
             ctx.arm_caller_scope(body_scope)
@@ -212,6 +253,7 @@ class Portal:
                 with trio.move_on_at(deadline):
                     return bool(await ctx.wait_for_result())
                 return False
+            return False  # a cancel scope may swallow an exception, as far as type checkers know
         except (TransportClosed, RemoteActorError):
             return False
         finally:
@@ -236,7 +278,7 @@ class Portal:
         self.cancel_requested = True
         now = trio.current_time()
         start = _cancel.budget_start(_cancel.pending_requests(self.channel.ctxs))
-        extend = {'progress': progress, 'window': ack_timeout, 'cap': cap}
+        extend: dict[str, Any] = {'progress': progress, 'window': ack_timeout, 'cap': cap}
         if self.channel.closed:
             await _cancel.wait_progressing(exited, now + grace, **extend)
             return f'it did not exit within {grace} s of its channel closing'

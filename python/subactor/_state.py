@@ -46,7 +46,8 @@ def _label_interpreter(label: str) -> None:
 
             if _interpreters.get_current()[0] == 0:
                 return
-            from . import _native as native
+            from . import _native
         except ImportError:
             return
+        native = _native
     native.set_interpreter_label(label)

@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 import subactor
+from subactor._spawn._registry import ALWAYS_REFUSED
 
 _T0 = time.perf_counter_ns()
 # The name children import this module by (`__name__` is '__main__' in the root under `python -m`).
@@ -81,7 +82,7 @@ async def _grow(
     async def one(i: int) -> None:
         name = f'{parent}.{i}' if parent else f'a{i}'
         portal = await an.start_actor(name, enable_modules=[_MODULE])
-        node = {'name': name, 'who': None, 'children': []}
+        node: dict[str, Any] = {'name': name, 'who': None, 'children': []}
         if depth > 1:
             node.update(await holders.start(_hold_subtree, an, portal, name, depth - 1, fanout))
         nodes[i] = node
@@ -260,7 +261,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--backend',
         default=default_backend(),
-        choices=sorted(methods),
+        choices=sorted(set(methods) - ALWAYS_REFUSED),
         help='spawn method (default: subint when available, else trio)',
     )
     parser.add_argument('--depth', type=int, default=2, help='levels of actors below the root (1-4)')

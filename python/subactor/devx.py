@@ -524,7 +524,7 @@ def read_dump(pid: int, timeout: float = DUMP_CLIENT_TIMEOUT) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m subactor.devx', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m subactor.devx', description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
     dump = commands.add_parser('dump', help='print the stacks of every interpreter of a serving process')
     dump.add_argument('pid', type=int)

@@ -145,8 +145,8 @@ async def _reap_failed(child: Child) -> int | None:
     with trio.CancelScope(shield=True):
         with trio.move_on_after(1.0):
             return await child.wait()
-        await child.hard_kill()
-        return None
+    await child.hard_kill()
+    return None
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._errors import ActorFailure
-from .._ipc import Channel, channel_from_socket, runtime_dir
+from .._ipc import Channel, channel_from_socket
+from .._rundir import runtime_dir
 from ._base import Child, terminate_then_kill
 
 if TYPE_CHECKING:
@@ -141,14 +142,15 @@ def _child_entry(sock_path: str, uid: tuple[str, str], method: str, tail_path: s
     except BaseException:
         traceback.print_exc()
         code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
     os._exit(code)
 
 
 async def spawn_mp(uid: tuple[str, str], method: str, bounds: Bounds) -> tuple[Child, Channel]:
     global _preloaded
-    ctx = multiprocessing.get_context(_CONTEXTS[method])
+    ctx: Any = multiprocessing.get_context(_CONTEXTS[method])  # typeshed's BaseContext lacks Process
     if method == 'mp_forkserver' and not _preloaded:
         # The server imports the runtime once; each fork then starts warm.
         ctx.set_forkserver_preload(['subactor._entry', 'subactor._spawn._mp'])

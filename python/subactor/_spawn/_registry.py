@@ -91,6 +91,9 @@ _CHECKS: dict[str, tuple[Callable[[], str | None], str]] = {
 
 _default: str = DEFAULT_METHOD
 
+# Registered only to say why they can never run (the demo and other choosers leave them out).
+ALWAYS_REFUSED = frozenset({'subint_fork'})
+
 
 def register(key: str, check: Callable[[], str | None], description: str) -> None:
     _CHECKS[key] = (check, description)

@@ -173,7 +173,8 @@ class SubintChild(Child):
 
     @property
     def interp_id(self) -> int | None:  # type: ignore[override]
-        return self.handle.id
+        interp_id: int | None = self.handle.id
+        return interp_id
 
     async def wait(self) -> int | None:
         await self._gone.wait()
@@ -355,6 +356,6 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
             for sock in (parent_sock, child_sock, kill, kill_child_end):
                 sock.close()
             raise
-        pending = on_spawn_complete = None
+        pending, on_spawn_complete = None, None
     child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end), on_spawn_complete, pending)
     return child, channel_from_socket(parent_sock, label='child')

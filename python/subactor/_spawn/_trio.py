@@ -73,7 +73,7 @@ class ProcessChild(Child):
 
     def cleanup(self) -> None:
         if self.proc.stderr is not None:
-            self.proc.stderr.close()
+            self.proc.stderr.close()  # type: ignore[attr-defined]  # a trio FdStream, which has close()
 
 
 async def spawn_process(

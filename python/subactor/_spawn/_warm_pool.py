@@ -300,7 +300,7 @@ class _Pooled:
         """End it unassigned (EOF on its control socket) and join it within `timeout`; True if it ended. A handle
         that is done but still finalizing is released too (the driver closes it when it finishes)."""
         self.close_control()
-        ended = self.handle.join(timeout)
+        ended: bool = self.handle.join(timeout)
         if ended or self.handle.outcome is not None:
             self.handle.close()
         return ended
@@ -351,10 +351,12 @@ class _WarmPool:
 
     def _lent(self) -> list[tuple[Any, int, list[int]]]:
         """What this pool lent and nobody has taken yet: (handle, control fd, held fds) each."""
-        return _native().shelf_items(lender=self._lender)
+        lent: list[tuple[Any, int, list[int]]] = _native().shelf_items(lender=self._lender)
+        return lent
 
     def _short(self) -> bool:
-        return len(self._idle) + _native().shelf_count(lender=self._lender) < self.size
+        lent: int = _native().shelf_count(lender=self._lender)
+        return len(self._idle) + lent < self.size
 
     def fill(self) -> None:
         """Lend what is ready, then start the next interpreter if the pool is short and none is warming: one
@@ -507,7 +509,7 @@ class _WarmPool:
     def held_fds(self) -> set[int]:
         """Descriptors the pooled interpreters hold in this process (both control ends, the done and exit fds,
         and the epoll and wake-up sockets of each ready one's waiting trio loop)."""
-        fds = set()
+        fds: set[int] = set()
         handles = []
         for entry in self._idle:
             fds.update((entry.control.fileno(), entry.child_control_fd, *entry.loop_fds))

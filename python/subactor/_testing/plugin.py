@@ -162,7 +162,9 @@ class _HangDumps:
                 self.written.append(self.path_for(item.nodeid))
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if report.failed and item.nodeid in self._armed:
             # Stop the watchdog (waiting for a dump being written), show it, and keep watching what is left.
@@ -211,7 +213,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def start_method(request: pytest.FixtureRequest) -> str:
     """The spawn method selected with --spawn-backend."""
-    return request.config.getoption('spawn_backend', DEFAULT_BACKEND)
+    return str(request.config.getoption('spawn_backend', DEFAULT_BACKEND))
 
 
 def actor_test(
