@@ -9,12 +9,10 @@
 from __future__ import annotations
 
 import contextvars
-import importlib
 import inspect
 import itertools
 import logging
 import os
-import sys
 import types
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,7 +20,7 @@ from typing import Any
 
 import trio
 
-from . import _auth, _inbound, _ipc
+from . import _auth, _inbound, _ipc, _mainmod
 from ._config import RPC_SHARE_OF_BUDGET, Bounds
 from ._context import Context, is_context_fn
 from ._errors import (
@@ -99,7 +97,8 @@ class Actor:
         # Nurseries in this actor spawn with this method unless told otherwise.
         self.child_start_method = spawn_method
         self.parent_uid = parent_uid
-        self.enable_modules = list(enable_modules)
+        # As the wire names them: the script's main module is '__main__' (or its `python -m` name), see _mainmod.
+        self.enable_modules = [_mainmod.quiet_wire_name(m) for m in enable_modules]
         self.registry_addr = registry_addr
         self.transport = transport
         self.is_root = is_root
@@ -339,6 +338,7 @@ class Actor:
     # -- serving remote calls --------------------------------------------------------------------------------
 
     def expose(self, module: str) -> None:
+        module = _mainmod.quiet_wire_name(module)
         self._exposed.add(module)
         if module not in self.enable_modules:
             self.enable_modules.append(module)
@@ -349,7 +349,7 @@ class Actor:
                 f'module {ns!r} is not enabled in actor {self.name!r}; '
                 f'start it with enable_modules=[{ns!r}] (enabled: {sorted(self.enable_modules)})'
             )
-        mod = sys.modules.get(ns) or importlib.import_module(ns)
+        mod = _mainmod.import_module(ns)
         fn: Callable[..., Any] | None = getattr(mod, func, None)
         if fn is None or not callable(fn):
             raise ModuleNotExposed(f'module {ns!r} has no function {func!r} (in actor {self.name!r})')

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
 import sys
@@ -12,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
-from . import _state
+from . import _mainmod, _state
 from ._actor import Actor
 from ._config import Bounds
 from ._errors import TransportClosed, pack_error
@@ -46,6 +45,7 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
     for path in reversed(spec.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)
+    _mainmod.set_from_spec(spec.main_module, spec.load_main)
     setup_logging(spec.loglevel, uid[0])
     actor = Actor(
         uid[0],
@@ -62,7 +62,7 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
     )
     try:
         for module in spec.enable_modules:
-            importlib.import_module(module)
+            _mainmod.import_module(module)  # '__main__': the root's script, loaded here (see _mainmod)
     except BaseException as exc:
         with trio.move_on_after(actor.bounds.task_cancel_timeout):
             await chan.send_many(our_hello, Error(None, pack_error(exc, local_uid=uid)))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .. import _mainmod
 from .._errors import ActorFailure, TransportClosed, unpack_error
 from .._ipc import Addr, Channel, as_addr
 from .._msg import Error, Hello, Ready, SpawnSpec
@@ -65,7 +66,12 @@ class Child(abc.ABC):
 
 
 def make_spec(
-    actor: Actor, *, spawn_method: str, enable_modules: list[str], loglevel: str | None
+    actor: Actor,
+    *,
+    spawn_method: str,
+    enable_modules: list[str],
+    loglevel: str | None,
+    load_main: bool = True,
 ) -> SpawnSpec:
     return SpawnSpec(
         parent_uid=list(actor.uid),
@@ -77,6 +83,8 @@ def make_spec(
         sys_path=[p for p in sys.path if p],
         bounds=actor.bounds.as_dict(),
         secret=actor.secret,
+        main_module=_mainmod.tree_main(),
+        load_main=load_main,
     )
 
 
