@@ -89,6 +89,7 @@ class Actor:
         interp_id: int | None = None,
         loglevel: str | None = None,
         secret: bytes | None = None,
+        log_config: Any = None,
     ) -> None:
         self.name = name
         self.secret = _auth.tree_secret(secret)
@@ -106,6 +107,8 @@ class Actor:
         _ipc.set_send_yield_interval(self.bounds.send_yield_interval)
         self.interp_id = interp_id
         self.loglevel = loglevel
+        # The tree's logging configuration as it travels (see _log.wire_config); passed on to our children.
+        self.log_config = log_config
         self.pid = os.getpid()
         self.listen_addr: Addr | None = None
         self.abandoned: list[dict[str, Any]] = []

@@ -16,19 +16,10 @@ from ._actor import Actor
 from ._config import Bounds
 from ._errors import TransportClosed, pack_error
 from ._ipc import Channel, as_addr, channel_from_fd
+from ._log import setup_logging
 from ._msg import Error, Hello, Ready, SpawnSpec
 
 log = logging.getLogger('subactor')
-
-
-def setup_logging(loglevel: str | None, name: str) -> None:
-    if not loglevel:
-        return
-    logging.basicConfig(
-        level=loglevel.upper(),
-        format=f'%(asctime)s %(levelname)s [{name}:%(process)d] %(name)s: %(message)s',
-        stream=sys.stderr,
-    )
 
 
 async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id: int | None = None) -> None:
@@ -46,7 +37,7 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
         if path not in sys.path:
             sys.path.insert(0, path)
     _mainmod.set_from_spec(spec.main_module, spec.load_main)
-    setup_logging(spec.loglevel, uid[0])
+    setup_logging(spec.loglevel, uid[0], spec.log_config)
     actor = Actor(
         uid[0],
         uid=uid,
@@ -58,6 +49,7 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
         bounds=Bounds(**spec.bounds),
         interp_id=interp_id,
         loglevel=spec.loglevel,
+        log_config=spec.log_config,
         secret=spec.secret,
     )
     try:
@@ -327,5 +319,5 @@ def retire_threads(timeout: float) -> list[str]:
         if thread.is_alive():
             stuck.append(thread.name)
     if stuck:
-        print(f'subactor: threads still running at interpreter end: {stuck}', file=sys.stderr)
+        log.warning('actor %r: threads still running at interpreter end: %s', _actor_name, stuck)
     return stuck

@@ -47,6 +47,8 @@ class SpawnSpec(msgspec.Struct, tag='spec', array_like=True):
     # may load it (load_main).
     main_module: list[str] | None = None
     load_main: bool = True
+    # The root's logging configuration (see _log.wire_config), applied by every actor of the tree.
+    log_config: Any = None
 
     def __repr__(self) -> str:  # never the secret (a spec can end up in an error message or a log)
         fields = ', '.join(f'{f}={getattr(self, f)!r}' for f in self.__struct_fields__ if f != 'secret')

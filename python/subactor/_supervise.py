@@ -23,6 +23,7 @@ from ._actor import Actor, new_uid
 from ._config import CHILD_SHARE_OF_BUDGET
 from ._errors import ActorFailure, ContextCancelled, RemoteActorError, TransportClosed
 from ._ipc import Addr, Channel, remove_socket_file
+from ._log import check_loglevel
 from ._portal import Portal, function_ref
 from ._spawn import _dispatch
 from ._spawn._base import Child, make_spec, parent_handshake
@@ -135,6 +136,7 @@ class ActorNursery:
             if not isinstance(mod, str):
                 raise TypeError(f'enable_modules must hold module names (str), not {mod!r}')
         mods = [_mainmod.wire_name(mod) for mod in mods]
+        loglevel = check_loglevel(loglevel)
         load_main = self.load_main if load_main is None else load_main
         main = _mainmod.tree_main()
         if not load_main and main is not None and (main[1] if main[0] == 'name' else '__main__') in mods:
@@ -391,6 +393,8 @@ async def _open_actor_nursery(
                 actor.nurseries.discard(an)
     errors = list(an._errors)
     if body_exc is not None:
+        # The body may re-raise a child's error it was handed (`await portal.wait_for_result()`): one error, once.
+        errors = [err for err in errors if err is not body_exc]
         if isinstance(body_exc, (trio.Cancelled, KeyboardInterrupt)) or not errors:
             raise body_exc
         errors.insert(0, body_exc)

@@ -85,6 +85,7 @@ def make_spec(
         secret=actor.secret,
         main_module=_mainmod.tree_main(),
         load_main=load_main,
+        log_config=actor.log_config,
     )
 
 
