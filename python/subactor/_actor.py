@@ -532,6 +532,12 @@ class Actor:
                 await self._rpc_idle.park()
 
     async def _handle_cancel_actor(self, chan: Channel, msg: CancelActor) -> None:
+        log.info(
+            'actor %r: cancel requested by actor %r (budget %s s)',
+            self.name,
+            chan.peer_uid[0] if chan.peer_uid else '?',
+            msg.budget,
+        )
         if msg.budget is not None and msg.budget >= 0:
             self.tighten_cancel_deadline(msg.budget)
         if not self._cancel_called:

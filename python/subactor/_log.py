@@ -77,7 +77,9 @@ def setup_logging(loglevel: str | None, name: str, log_config: Any = None) -> No
         return
     _install_record_factory()
     if isinstance(log_config, dict):
-        logging.config.dictConfig(log_config)
+        # dictConfig's default would disable every logger that exists already, the runtime's own among them: they
+        # exist before any configuration can run, so here loggers stay enabled unless the config says otherwise.
+        logging.config.dictConfig({'disable_existing_loggers': False, **log_config})
     elif log_config is not None:
         _resolve_callable(log_config)(name)
     if log_config is None:

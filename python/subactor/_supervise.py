@@ -55,6 +55,13 @@ class _ChildRecord:
         self.status: int | None = None
 
 
+def _where(child: Child) -> str:
+    """Where a child runs, for log lines: its pid or its interpreter."""
+    if child.interp_id is not None:
+        return f'interpreter {child.interp_id}'
+    return f'pid {getattr(child, "pid", "?")}'
+
+
 async def _watch_exit(rec: _ChildRecord) -> None:
     """For the child's whole life: once it exits, abort its channel (what it wrote last is still received) so
     no task stays parked on it."""
@@ -196,6 +203,7 @@ class ActorNursery:
             loglevel=loglevel or actor.loglevel,
             load_main=load_main,
         )
+        started = trio.current_time()
         child, chan = await _dispatch.spawn(self.start_method, uid, actor.bounds)
         rec = _ChildRecord(uid, child, chan, self._progress)
         try:
@@ -219,6 +227,14 @@ class ActorNursery:
                 await child.hard_kill()
                 await rec.exited.wait()  # _supervise has cleaned up
             raise
+        log.info(
+            'actor %r spawned actor %r (%s, %s), ready in %.1f ms',
+            actor.name,
+            uid[0],
+            self.start_method,
+            _where(child),
+            (trio.current_time() - started) * 1000,
+        )
         # The supervisor wakes (and a warm pool's deferred refill starts) only once the caller, running on with
         # its portal, reaches a checkpoint.
         rec.handshake_over.set()
@@ -249,6 +265,15 @@ class ActorNursery:
             with trio.CancelScope(shield=True):
                 await _discovery.unregister(actor, uid)
             remove_socket_file(rec.listen_addr)
+        asked = rec.cancel_requested or (rec.portal is not None and rec.portal.cancel_requested)
+        log.log(
+            logging.INFO if asked or rec.spawn_failed or child.abandoned else logging.WARNING,
+            'actor %r: child actor %r exited (status %s%s)',
+            actor.name,
+            uid[0],
+            'unknown' if child.abandoned else rec.status,
+            ', abandoned' if child.abandoned else ', as asked' if asked else ', unexpectedly',
+        )
         if rec.spawn_failed or child.abandoned:
             return
         if not (rec.cancel_requested or (rec.portal is not None and rec.portal.cancel_requested)):
@@ -272,6 +297,12 @@ class ActorNursery:
             grace = actor.grace_within_budget(actor.bounds.cancel_timeout, CHILD_SHARE_OF_BUDGET)
             # No extension past what a canceller of this actor left for its children (none: no limit).
             cap = now + actor.grace_within_budget(math.inf, CHILD_SHARE_OF_BUDGET)
+        log.info(
+            'actor %r: cancelling child actor %r (%s)',
+            self._actor.name,
+            rec.uid[0],
+            'hard kill' if hard_kill else f'asking first, grace {grace:.2f} s',
+        )
         with trio.CancelScope(shield=True):
             if hard_kill:
                 reason = 'a hard kill was asked for'
@@ -280,7 +311,13 @@ class ActorNursery:
             else:
                 reason = await rec.portal._request_exit(rec.exited, grace, self._progress, cap)
             if not rec.exited.is_set():
-                log.warning('killing child %r: %s', rec.uid[0], reason)
+                log.warning(
+                    'actor %r: killing child actor %r (%s): %s',
+                    self._actor.name,
+                    rec.uid[0],
+                    _where(rec.child),
+                    reason,
+                )
                 self.hard_killed.append({'name': rec.uid[0], 'uid': rec.uid, 'reason': reason})
                 # Abort first: it wakes our own tasks parked on the channel, and the child's event loop
                 # (its reader sees EOF), so an injected exception is seen at once.
@@ -298,6 +335,13 @@ class ActorNursery:
             'reason': 'thread stuck in a C call; interrupts could not reclaim it',
         }
         self._actor.abandoned.append(record)
+        log.error(
+            'actor %r abandoned child actor %r (interpreter %s): %s',
+            self._actor.name,
+            rec.uid[0],
+            rec.child.interp_id,
+            record['reason'],
+        )
         warnings.warn(
             f'abandoned child actor {rec.uid[0]!r} (interpreter {rec.child.interp_id}): its thread is stuck in '
             'a C call and cannot be reclaimed; it is left running and will not block process exit',

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ from .._msg import Error, Hello, Ready, SpawnSpec
 
 if TYPE_CHECKING:
     from .._actor import Actor
+
+log = logging.getLogger('subactor')
 
 
 class Child(abc.ABC):
@@ -137,14 +140,20 @@ async def parent_handshake(
     return as_addr(reply.listen_addr) if reply.listen_addr else None
 
 
-async def terminate_then_kill(proc: Any, wait: Any, terminate_timeout: float) -> None:
+async def terminate_then_kill(proc: Any, wait: Any, terminate_timeout: float, name: str = '?') -> None:
     """Hard kill of an OS process child: SIGTERM, wait `terminate_timeout`, then SIGKILL (which cannot be
     refused: the kernel ends it promptly) and wait for the reap. Shielded: teardown must finish."""
     with trio.CancelScope(shield=True):
+        log.info(
+            'killing actor %r (pid %s): SIGTERM, SIGKILL after %.2f s', name, proc.pid, terminate_timeout
+        )
         proc.terminate()
         with trio.move_on_after(terminate_timeout):
             await wait()
             return
+        log.warning(
+            'actor %r (pid %s) outlived SIGTERM by %.2f s: SIGKILL', name, proc.pid, terminate_timeout
+        )
         proc.kill()
         await wait()
 
