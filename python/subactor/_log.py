@@ -96,8 +96,8 @@ def _resolve_callable(ref: list[str]) -> Callable[[str], Any]:
     from . import _mainmod
 
     kind, mod, fname = ref
-    fn = getattr(_mainmod.import_module(mod), fname, None)
-    if kind != 'call' or not callable(fn):
+    fn: Callable[[str], Any] | None = getattr(_mainmod.import_module(mod), fname, None)
+    if kind != 'call' or fn is None or not callable(fn):
         raise ValueError(f'log_config names {mod}.{fname}, which is not a function here')
     return fn
 
