@@ -9,12 +9,10 @@
 from __future__ import annotations
 
 import contextvars
-import importlib
 import inspect
 import itertools
 import logging
 import os
-import sys
 import types
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,7 +20,7 @@ from typing import Any
 
 import trio
 
-from . import _auth, _inbound, _ipc
+from . import _auth, _inbound, _ipc, _mainmod
 from ._config import RPC_SHARE_OF_BUDGET, Bounds
 from ._context import Context, is_context_fn
 from ._errors import (
@@ -91,6 +89,7 @@ class Actor:
         interp_id: int | None = None,
         loglevel: str | None = None,
         secret: bytes | None = None,
+        log_config: Any = None,
     ) -> None:
         self.name = name
         self.secret = _auth.tree_secret(secret)
@@ -99,7 +98,8 @@ class Actor:
         # Nurseries in this actor spawn with this method unless told otherwise.
         self.child_start_method = spawn_method
         self.parent_uid = parent_uid
-        self.enable_modules = list(enable_modules)
+        # As the wire names them: the script's main module is '__main__' (or its `python -m` name), see _mainmod.
+        self.enable_modules = [_mainmod.quiet_wire_name(m) for m in enable_modules]
         self.registry_addr = registry_addr
         self.transport = transport
         self.is_root = is_root
@@ -107,6 +107,8 @@ class Actor:
         _ipc.set_send_yield_interval(self.bounds.send_yield_interval)
         self.interp_id = interp_id
         self.loglevel = loglevel
+        # The tree's logging configuration as it travels (see _log.wire_config); passed on to our children.
+        self.log_config = log_config
         self.pid = os.getpid()
         self.listen_addr: Addr | None = None
         self.abandoned: list[dict[str, Any]] = []
@@ -339,6 +341,7 @@ class Actor:
     # -- serving remote calls --------------------------------------------------------------------------------
 
     def expose(self, module: str) -> None:
+        module = _mainmod.quiet_wire_name(module)
         self._exposed.add(module)
         if module not in self.enable_modules:
             self.enable_modules.append(module)
@@ -349,7 +352,7 @@ class Actor:
                 f'module {ns!r} is not enabled in actor {self.name!r}; '
                 f'start it with enable_modules=[{ns!r}] (enabled: {sorted(self.enable_modules)})'
             )
-        mod = sys.modules.get(ns) or importlib.import_module(ns)
+        mod = _mainmod.import_module(ns)
         fn: Callable[..., Any] | None = getattr(mod, func, None)
         if fn is None or not callable(fn):
             raise ModuleNotExposed(f'module {ns!r} has no function {func!r} (in actor {self.name!r})')
@@ -529,6 +532,12 @@ class Actor:
                 await self._rpc_idle.park()
 
     async def _handle_cancel_actor(self, chan: Channel, msg: CancelActor) -> None:
+        log.info(
+            'actor %r: cancel requested by actor %r (budget %s s)',
+            self.name,
+            chan.peer_uid[0] if chan.peer_uid else '?',
+            msg.budget,
+        )
         if msg.budget is not None and msg.budget >= 0:
             self.tighten_cancel_deadline(msg.budget)
         if not self._cancel_called:

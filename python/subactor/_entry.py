@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
 import sys
@@ -12,24 +11,15 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
-from . import _state
+from . import _mainmod, _state
 from ._actor import Actor
 from ._config import Bounds
 from ._errors import TransportClosed, pack_error
 from ._ipc import Channel, as_addr, channel_from_fd
+from ._log import setup_logging
 from ._msg import Error, Hello, Ready, SpawnSpec
 
 log = logging.getLogger('subactor')
-
-
-def setup_logging(loglevel: str | None, name: str) -> None:
-    if not loglevel:
-        return
-    logging.basicConfig(
-        level=loglevel.upper(),
-        format=f'%(asctime)s %(levelname)s [{name}:%(process)d] %(name)s: %(message)s',
-        stream=sys.stderr,
-    )
 
 
 async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id: int | None = None) -> None:
@@ -46,7 +36,8 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
     for path in reversed(spec.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)
-    setup_logging(spec.loglevel, uid[0])
+    _mainmod.set_from_spec(spec.main_module, spec.load_main)
+    setup_logging(spec.loglevel, uid[0], spec.log_config)
     actor = Actor(
         uid[0],
         uid=uid,
@@ -58,11 +49,12 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
         bounds=Bounds(**spec.bounds),
         interp_id=interp_id,
         loglevel=spec.loglevel,
+        log_config=spec.log_config,
         secret=spec.secret,
     )
     try:
         for module in spec.enable_modules:
-            importlib.import_module(module)
+            _mainmod.import_module(module)  # '__main__': the root's script, loaded here (see _mainmod)
     except BaseException as exc:
         with trio.move_on_after(actor.bounds.task_cancel_timeout):
             await chan.send_many(our_hello, Error(None, pack_error(exc, local_uid=uid)))
@@ -327,5 +319,5 @@ def retire_threads(timeout: float) -> list[str]:
         if thread.is_alive():
             stuck.append(thread.name)
     if stuck:
-        print(f'subactor: threads still running at interpreter end: {stuck}', file=sys.stderr)
+        log.warning('actor %r: threads still running at interpreter end: %s', _actor_name, stuck)
     return stuck

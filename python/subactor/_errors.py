@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import builtins
-import importlib
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +22,15 @@ class NoRuntime(SubactorError, RuntimeError):
 class RemoteActorError(SubactorError):
     """An exception raised in another actor, carried here with its type name, source and traceback.
 
-    `boxed_type` is the remote exception's class when it can be resolved here (builtins or an importable
-    module), else None; `boxed_type_str` is always its qualified name. `src_uid` is the actor where it was first
-    raised; `relay_uids` lists the actors that passed it on, nearest the source first.
+    `boxed_type` is the remote exception's class when a module already imported here defines it (builtins, the
+    runtime, any module this interpreter imported itself; a peer never makes us import anything), else None;
+    `boxed_type_str` is always its qualified name. `src_uid` is the actor where it was first raised;
+    `relay_uids` lists the actors that passed it on, nearest the source first. `tb_str` is the remote traceback,
+    which a printed traceback of this error shows (as a note), with the relay path.
+
+    `unwrap()` gives an equivalent of the original exception (see there). A remote error whose type is one of
+    the runtime's own (ModuleNotExposed, TransportClosed, ...) arrives as a subclass of both this class and that
+    one, so `except subactor.ModuleNotExposed` catches it.
     """
 
     def __init__(
@@ -36,6 +41,8 @@ class RemoteActorError(SubactorError):
         src_uid: Uid | None,
         tb_str: str = '',
         relay_uids: list[Uid] | None = None,
+        boxed_args: list[Any] | None = None,
+        boxed_attrs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -43,14 +50,52 @@ class RemoteActorError(SubactorError):
         self.src_uid = src_uid
         self.tb_str = tb_str
         self.relay_uids = list(relay_uids or [])
+        # The original's args and instance attributes, when they could travel (msgpack-friendly, bounded size).
+        self.boxed_args = boxed_args
+        self.boxed_attrs = boxed_attrs
+        if tb_str:
+            self.add_note(
+                f'--- remote traceback (actor {self._src_name()!r}{self._relay_text()}) ---\n{tb_str.rstrip()}'
+            )
+
+    def _src_name(self) -> str:
+        return self.src_uid[0] if self.src_uid else '?'
+
+    def _relay_text(self) -> str:
+        if not self.relay_uids:
+            return ''
+        return ', relayed by ' + ' -> '.join(repr(uid[0]) for uid in self.relay_uids)
 
     @property
     def boxed_type(self) -> type[BaseException] | None:
         return resolve_type(self.boxed_type_str)
 
+    def unwrap(self) -> BaseException:
+        """An equivalent of the original exception: an instance of `boxed_type` with the original's `args` and
+        instance attributes, its `__cause__` this error (whose note holds the remote traceback).
+
+        Limits: only for a type already imported here (`boxed_type` is not None; else this error itself is
+        returned); only args and attributes msgpack can carry travel (else `args` is `(message,)` and the
+        attributes are missing); the class's `__init__` does not run (as with pickle's default for exceptions,
+        `__new__` and the attributes rebuild it), so attributes it would compute from other arguments, and those
+        kept outside the instance dict (ImportError.name), are missing.
+        """
+        cls = self.boxed_type
+        if cls is None:
+            return self
+        args = tuple(self.boxed_args) if self.boxed_args is not None else (self.message,)
+        try:
+            exc = cls.__new__(cls, *args)
+            exc.args = args
+            for key, value in (self.boxed_attrs or {}).items():
+                setattr(exc, key, value)
+        except Exception:
+            return self
+        exc.__cause__ = self
+        return exc
+
     def __str__(self) -> str:
-        src = f'{self.src_uid[0]}' if self.src_uid else '?'
-        return f'{self.boxed_type_str}: {self.message} (raised in actor {src!r})'
+        return f'{self.boxed_type_str}: {self.message} (raised in actor {self._src_name()!r}{self._relay_text()})'
 
     def __reduce__(self) -> Any:
         return (_rebuild, (type(self), self.__dict__))
@@ -58,7 +103,7 @@ class RemoteActorError(SubactorError):
 
 def _rebuild(cls: type[RemoteActorError], state: dict[str, Any]) -> RemoteActorError:
     err = cls.__new__(cls)
-    Exception.__init__(err, state.get('message', ''))
+    BaseException.__init__(err, state.get('message', ''))
     err.__dict__.update(state)
     return err
 
@@ -133,27 +178,64 @@ class MessageEncodeError(SubactorError, TypeError):
 
 
 def resolve_type(qualname: str) -> type[BaseException] | None:
-    """The exception class named `qualname` ('ValueError', 'pkg.mod.Error') if it is importable here."""
+    """The exception class named `qualname` ('ValueError', 'pkg.mod.Error', 'pkg.mod.Outer.Error') if a module
+    already imported in this interpreter defines it. Never imports: the name comes from a peer."""
+    from . import _mainmod
+
     if '.' not in qualname:
         found = getattr(builtins, qualname, None)
         if found is None:
             found = globals().get(qualname)
     else:
-        mod_name, _, attr = qualname.rpartition('.')
-        try:
-            found = getattr(importlib.import_module(mod_name), attr, None)
-        except Exception:
-            return None
+        parts = qualname.split('.')
+        found = None
+        # The longest prefix that names an imported module, then attributes (a nested class) below it.
+        for cut in range(len(parts) - 1, 0, -1):
+            mod = _mainmod.local_module('.'.join(parts[:cut]))
+            if mod is None:
+                continue
+            found = mod
+            for attr in parts[cut:]:
+                found = getattr(found, attr, None)
+            break
     if isinstance(found, type) and issubclass(found, BaseException):
         return found
     return None
 
 
 def type_qualname(exc_type: type[BaseException]) -> str:
+    from . import _mainmod
+
     mod = exc_type.__module__
     if mod in ('builtins', __name__) or mod.startswith('subactor.'):
         return exc_type.__qualname__
-    return f'{mod}.{exc_type.__qualname__}'
+    return f'{_mainmod.quiet_wire_name(mod)}.{exc_type.__qualname__}'
+
+
+# Bound on the encoded size of an error's args and attributes: larger ones do not travel (unwrap() goes without).
+BOXED_STATE_MAX_BYTES = 64 * 1024
+
+
+def _boxed_state(exc: BaseException) -> tuple[list[Any] | None, dict[str, Any] | None]:
+    """`exc`'s args and public instance attributes if msgpack can carry them within the bound, else None each."""
+    from ._msg import encoded_size
+
+    args: list[Any] | None = list(exc.args)
+    attrs: dict[str, Any] | None = (
+        {k: v for k, v in vars(exc).items() if isinstance(k, str) and not k.startswith('_')}
+        if hasattr(exc, '__dict__')
+        else {}
+    )
+    budget = BOXED_STATE_MAX_BYTES
+    size = encoded_size(args)
+    if size is None or size > budget:
+        args = None
+    else:
+        budget -= size
+    size = encoded_size(attrs)
+    if size is None or size > budget:
+        attrs = None
+    return args, attrs
 
 
 def pack_error(exc: BaseException, *, local_uid: Uid, canceller: Uid | None = None) -> ErrorInfo:
@@ -170,7 +252,10 @@ def pack_error(exc: BaseException, *, local_uid: Uid, canceller: Uid | None = No
             relay_uids=[list(u) for u in exc.relay_uids] + [list(local_uid)],
             canceller=list(canceller) if canceller else exc.__dict__.get('_canceller'),
             is_cancel=isinstance(exc, ContextCancelled),
+            args=exc.boxed_args,
+            attrs=exc.boxed_attrs,
         )
+    args, attrs = _boxed_state(exc)
     return ErrorInfo(
         type_name=type_qualname(type(exc)),
         message=str(exc),
@@ -179,19 +264,59 @@ def pack_error(exc: BaseException, *, local_uid: Uid, canceller: Uid | None = No
         relay_uids=[],
         canceller=list(canceller) if canceller else None,
         is_cancel=canceller is not None,
+        args=args,
+        attrs=attrs,
     )
 
 
 def unpack_error(info: ErrorInfo) -> RemoteActorError:
     """Rebuild the local exception that represents a boxed remote error."""
-    cls = ContextCancelled if info.is_cancel else RemoteActorError
+    if info.is_cancel:
+        cls: type[RemoteActorError] = ContextCancelled
+    else:
+        cls = REMOTE_LOCAL_TYPES.get(info.type_name, RemoteActorError)
     err = cls(
         info.message,
         boxed_type_str=info.type_name,
         src_uid=tuple(info.src_uid) if info.src_uid else None,  # type: ignore[arg-type]
         tb_str=info.traceback,
         relay_uids=[tuple(u) for u in info.relay_uids],  # type: ignore[misc]
+        boxed_args=info.args,
+        boxed_attrs=info.attrs,
     )
     if info.canceller:
         err.__dict__['_canceller'] = tuple(info.canceller)
     return err
+
+
+def _remote_twin(local: type[SubactorError]) -> type[RemoteActorError]:
+    """RemoteX: a remote error whose type is the runtime's own X, catchable as X and as RemoteActorError."""
+    name = f'Remote{local.__name__}'
+    twin = type(
+        name,
+        (RemoteActorError, local),
+        {
+            '__module__': __name__,
+            '__qualname__': name,
+            '__doc__': f'A {local.__name__} raised in another actor.',
+        },
+    )
+    globals()[name] = twin  # pickled by reference, like every class here
+    return twin
+
+
+# The runtime's own error types (by the name they travel under) and the class a remote one arrives as. Not
+# TransportClosed: a peer's closed channel is not ours, and the runtime takes TransportClosed to mean its own
+# channel went away (a remote one stays a plain RemoteActorError with boxed_type TransportClosed).
+REMOTE_LOCAL_TYPES: dict[str, type[RemoteActorError]] = {
+    local.__qualname__: _remote_twin(local)
+    for local in (
+        NoRuntime,
+        ActorFailure,
+        ModuleNotExposed,
+        ProtocolError,
+        StreamOverrun,
+        SpawnMethodUnavailable,
+        MessageEncodeError,
+    )
+}

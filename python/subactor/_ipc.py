@@ -393,6 +393,8 @@ class Channel:
 
         `keep_unread`: first take in what the peer already wrote (it has exited: its last words, such as a boot
         error, are in the socket buffer); those messages are still received before TransportClosed."""
+        if not self.closed:
+            log.debug('%r aborted: %s', self, reason)
         self._mark_closed(reason)
         sock = self._stream.socket
         if sock.fileno() == -1:

@@ -43,6 +43,12 @@ class SpawnSpec(msgspec.Struct, tag='spec', array_like=True):
     bounds: dict[str, float]
     # The actor tree's secret (see _auth.py): sent only on this private parent-child channel.
     secret: bytes = b''
+    # The tree's main module (see _mainmod): ['path', file] or ['name', module] or None, and whether this child
+    # may load it (load_main).
+    main_module: list[str] | None = None
+    load_main: bool = True
+    # The root's logging configuration (see _log.wire_config), applied by every actor of the tree.
+    log_config: Any = None
 
     def __repr__(self) -> str:  # never the secret (a spec can end up in an error message or a log)
         fields = ', '.join(f'{f}={getattr(self, f)!r}' for f in self.__struct_fields__ if f != 'secret')
@@ -103,6 +109,9 @@ class ErrorInfo(msgspec.Struct, array_like=True):
     relay_uids: list[UidT]
     canceller: UidT | None = None
     is_cancel: bool = False
+    # The original's args and public instance attributes, when msgpack can carry them (RemoteActorError.unwrap).
+    args: list[Any] | None = None
+    attrs: dict[str, Any] | None = None
 
 
 class Error(msgspec.Struct, tag='error', array_like=True):
@@ -164,6 +173,17 @@ def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return list(obj)
     raise NotImplementedError(f'cannot encode a value of type {type(obj).__qualname__!r}')
+
+
+_SIZER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+
+
+def encoded_size(value: Any) -> int | None:
+    """How many bytes `value` takes in a message, or None if it cannot be sent."""
+    try:
+        return len(_SIZER.encode(value))
+    except (TypeError, msgspec.EncodeError, NotImplementedError, OverflowError, ValueError, RecursionError):
+        return None
 
 
 # Decoding keeps no state between calls, so every channel shares one decoder (building one for the tagged

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Concatenate, overload
 
 import trio
 
-from . import _cancel
+from . import _cancel, _mainmod
 from ._config import CHILD_SHARE_OF_BUDGET
 from ._context import Context, is_context_fn
 from ._errors import RemoteActorError, TransportClosed
@@ -29,15 +28,8 @@ def function_ref(fn: Callable[..., Any]) -> tuple[str, str]:
     mod = getattr(fn, '__module__', None)
     if not callable(fn) or name is None or mod is None or getattr(fn, '__qualname__', name) != name:
         raise ValueError(f'{fn!r} is not a module-level function; only those can run in another actor')
-    if mod == '__main__':
-        spec = getattr(sys.modules['__main__'], '__spec__', None)
-        if spec is None or not spec.name:
-            raise ValueError(
-                f'{name} is defined in a script run as __main__; move it into an importable module '
-                "(or run the script with 'python -m') so another actor can import it"
-            )
-        mod = spec.name
-    return mod, name
+    # The script's own functions are '__main__' here and another module in every child: see _mainmod.
+    return _mainmod.wire_name(mod, what=f'function {name!r}'), name
 
 
 def keyword_args(

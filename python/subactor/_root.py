@@ -5,7 +5,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,8 +14,8 @@ import trio
 from . import _auth, _discovery, _ipc, _state
 from ._actor import Actor
 from ._config import Bounds
-from ._entry import setup_logging
 from ._errors import TransportClosed
+from ._log import check_loglevel, setup_logging, wire_config
 from ._spawn._registry import resolve_start_method
 
 log = logging.getLogger('subactor')
@@ -32,6 +32,7 @@ async def open_root_actor(
     enable_modules: list[str] | tuple[str, ...] = (),
     bounds: Bounds | dict[str, float] | None = None,
     secret: bytes | str | None = None,
+    log_config: dict[str, Any] | Callable[[str], Any] | None = None,
 ) -> AsyncIterator[Actor]:
     """Run this program as the root actor until the block exits.
 
@@ -45,7 +46,14 @@ async def open_root_actor(
     call, cancel or register anything in it. The root makes a random secret unless given one: `secret` (at least
     16 bytes), else the private (0600) file named by the environment variable SUBACTOR_SECRET_FILE. Give separate
     programs that share a registrar, or talk to each other's actors, the same secret.
+
+    Logging: `loglevel` (a stdlib level name, checked here) sets the 'subactor' loggers' level in every actor;
+    `log_config` configures logging in every actor of the tree, this one first: a dict for
+    logging.config.dictConfig (plain values only: it travels in each spawn spec), or a module-level function
+    each actor imports and calls with its own name. Without `log_config`, a `loglevel` adds a stderr handler
+    (basicConfig). Formats may use `%(actor)s`, the name of the actor that logged.
     """
+    require_trio('open_root_actor()')
     if _state.maybe_current_actor() is not None:
         raise RuntimeError(
             'an actor is already running in this interpreter; open_root_actor() is entered once per program '
@@ -56,7 +64,9 @@ async def open_root_actor(
     method = resolve_start_method(start_method)
     if isinstance(bounds, dict):
         bounds = Bounds.from_env(**bounds)
-    setup_logging(loglevel, name)
+    loglevel = check_loglevel(loglevel)
+    log_wire = wire_config(log_config)
+    setup_logging(loglevel, name, log_wire)
     actor = Actor(
         name,
         spawn_method=method,
@@ -66,6 +76,7 @@ async def open_root_actor(
         bounds=bounds or Bounds.from_env(),
         loglevel=loglevel,
         secret=_auth.tree_secret(secret),
+        log_config=log_wire,
     )
     bind_addr = None
     if registry_addr is not None:
@@ -103,6 +114,26 @@ async def open_root_actor(
             service_host.cancel_scope.cancel()
     if body_exc is not None:
         raise body_exc
+
+
+def require_trio(api: str) -> None:
+    """A clear refusal when `api` is entered outside trio (most often: from asyncio)."""
+    try:
+        trio.lowlevel.current_task()
+        return
+    except (RuntimeError, AttributeError):
+        pass
+    runner = 'no trio run'
+    try:
+        import sniffio
+
+        runner = f'{sniffio.current_async_library()} (not trio)'
+    except Exception:
+        pass
+    raise RuntimeError(
+        f'{api} runs under trio, and it was called from {runner}: start your program with trio.run(main); '
+        'from an asyncio program, run trio as a guest of its loop (trio.lowlevel.start_guest_run) or use trio-asyncio'
+    )
 
 
 @contextlib.contextmanager

@@ -18,11 +18,12 @@ from typing import Any
 
 import trio
 
-from . import _cancel, _discovery, _state
+from . import _cancel, _discovery, _mainmod, _state
 from ._actor import Actor, new_uid
 from ._config import CHILD_SHARE_OF_BUDGET
 from ._errors import ActorFailure, ContextCancelled, RemoteActorError, TransportClosed
 from ._ipc import Addr, Channel, remove_socket_file
+from ._log import check_loglevel
 from ._portal import Portal, function_ref
 from ._spawn import _dispatch
 from ._spawn._base import Child, make_spec, parent_handshake
@@ -54,6 +55,13 @@ class _ChildRecord:
         self.status: int | None = None
 
 
+def _where(child: Child) -> str:
+    """Where a child runs, for log lines: its pid or its interpreter."""
+    if child.interp_id is not None:
+        return f'interpreter {child.interp_id}'
+    return f'pid {getattr(child, "pid", "?")}'
+
+
 async def _watch_exit(rec: _ChildRecord) -> None:
     """For the child's whole life: once it exits, abort its channel (what it wrote last is still received) so
     no task stays parked on it."""
@@ -82,9 +90,11 @@ class ActorNursery:
         # here every child has exited; errors from children were raised
     """
 
-    def __init__(self, actor: Actor, start_method: str, tn: trio.Nursery) -> None:
+    def __init__(self, actor: Actor, start_method: str, tn: trio.Nursery, load_main: bool = True) -> None:
         self._actor = actor
         self.start_method = start_method
+        # May children load the root's main module (the user's script) when it is enabled there? See _mainmod.
+        self.load_main = load_main
         self._tn = tn
         self._children: dict[tuple[str, str], _ChildRecord] = {}
         self._errors: list[BaseException] = []
@@ -111,9 +121,19 @@ class ActorNursery:
         return {uid: rec.portal for uid, rec in self._children.items() if rec.portal is not None}
 
     async def start_actor(
-        self, name: str, *, enable_modules: list[str] | tuple[str, ...] = (), loglevel: str | None = None
+        self,
+        name: str,
+        *,
+        enable_modules: list[str] | tuple[str, ...] = (),
+        loglevel: str | None = None,
+        load_main: bool | None = None,
     ) -> Portal:
-        """Spawn a child actor that serves `enable_modules` until it is cancelled; its portal."""
+        """Spawn a child actor that serves `enable_modules` until it is cancelled; its portal.
+
+        `enable_modules=[__name__]` from the script you run enables the script itself: the child loads it by
+        path (not as '__main__', so its `if __name__ == '__main__':` block does not run), as multiprocessing
+        does. `load_main=False` (default: the nursery's) forbids that, for a script whose import has effects.
+        """
         if self._closed or self.cancel_called:
             raise RuntimeError('this actor nursery is closing and cannot start new actors')
         if not isinstance(name, str) or not name:
@@ -122,7 +142,16 @@ class ActorNursery:
         for mod in mods:
             if not isinstance(mod, str):
                 raise TypeError(f'enable_modules must hold module names (str), not {mod!r}')
-        rec = await self._spawn_child(new_uid(name), mods, loglevel)
+        mods = [_mainmod.wire_name(mod) for mod in mods]
+        loglevel = check_loglevel(loglevel)
+        load_main = self.load_main if load_main is None else load_main
+        main = _mainmod.tree_main()
+        if not load_main and main is not None and (main[1] if main[0] == 'name' else '__main__') in mods:
+            raise ValueError(
+                f'actor {name!r} enables the main module {main[1]!r} but load_main=False forbids loading it there; '
+                'drop it from enable_modules or allow load_main'
+            )
+        rec = await self._spawn_child(new_uid(name), mods, loglevel, load_main)
         assert rec.portal is not None
         return rec.portal
 
@@ -133,12 +162,13 @@ class ActorNursery:
         name: str | None = None,
         enable_modules: list[str] | tuple[str, ...] = (),
         loglevel: str | None = None,
+        load_main: bool | None = None,
         **kwargs: Any,
     ) -> Portal:
         """Spawn a child that runs `fn(**kwargs)` once and exits; `await portal.wait_for_result()` for it."""
         ns, fname = function_ref(fn)
         portal = await self.start_actor(
-            name or fname, enable_modules=[ns, *enable_modules], loglevel=loglevel
+            name or fname, enable_modules=[ns, *enable_modules], loglevel=loglevel, load_main=load_main
         )
         portal._expect_result()
         self._pending_results += 1
@@ -160,7 +190,7 @@ class ActorNursery:
     # -- supervision -----------------------------------------------------------------------------------------
 
     async def _spawn_child(
-        self, uid: tuple[str, str], enable_modules: list[str], loglevel: str | None
+        self, uid: tuple[str, str], enable_modules: list[str], loglevel: str | None, load_main: bool = True
     ) -> _ChildRecord:
         """Start child `uid` and do its handshake in the calling task itself (no task start-up between the call
         and the portal), with its supervision (`_supervise`) running in the nursery from the spawn on. A failed
@@ -171,7 +201,9 @@ class ActorNursery:
             spawn_method=self.start_method,
             enable_modules=enable_modules,
             loglevel=loglevel or actor.loglevel,
+            load_main=load_main,
         )
+        started = trio.current_time()
         child, chan = await _dispatch.spawn(self.start_method, uid, actor.bounds)
         rec = _ChildRecord(uid, child, chan, self._progress)
         try:
@@ -195,6 +227,14 @@ class ActorNursery:
                 await child.hard_kill()
                 await rec.exited.wait()  # _supervise has cleaned up
             raise
+        log.info(
+            'actor %r spawned actor %r (%s, %s), ready in %.1f ms',
+            actor.name,
+            uid[0],
+            self.start_method,
+            _where(child),
+            (trio.current_time() - started) * 1000,
+        )
         # The supervisor wakes (and a warm pool's deferred refill starts) only once the caller, running on with
         # its portal, reaches a checkpoint.
         rec.handshake_over.set()
@@ -225,6 +265,15 @@ class ActorNursery:
             with trio.CancelScope(shield=True):
                 await _discovery.unregister(actor, uid)
             remove_socket_file(rec.listen_addr)
+        asked = rec.cancel_requested or (rec.portal is not None and rec.portal.cancel_requested)
+        log.log(
+            logging.INFO if asked or rec.spawn_failed or child.abandoned else logging.WARNING,
+            'actor %r: child actor %r exited (status %s%s)',
+            actor.name,
+            uid[0],
+            'unknown' if child.abandoned else rec.status,
+            ', abandoned' if child.abandoned else ', as asked' if asked else ', unexpectedly',
+        )
         if rec.spawn_failed or child.abandoned:
             return
         if not (rec.cancel_requested or (rec.portal is not None and rec.portal.cancel_requested)):
@@ -248,6 +297,12 @@ class ActorNursery:
             grace = actor.grace_within_budget(actor.bounds.cancel_timeout, CHILD_SHARE_OF_BUDGET)
             # No extension past what a canceller of this actor left for its children (none: no limit).
             cap = now + actor.grace_within_budget(math.inf, CHILD_SHARE_OF_BUDGET)
+        log.info(
+            'actor %r: cancelling child actor %r (%s)',
+            self._actor.name,
+            rec.uid[0],
+            'hard kill' if hard_kill else f'asking first, grace {grace:.2f} s',
+        )
         with trio.CancelScope(shield=True):
             if hard_kill:
                 reason = 'a hard kill was asked for'
@@ -256,7 +311,13 @@ class ActorNursery:
             else:
                 reason = await rec.portal._request_exit(rec.exited, grace, self._progress, cap)
             if not rec.exited.is_set():
-                log.warning('killing child %r: %s', rec.uid[0], reason)
+                log.warning(
+                    'actor %r: killing child actor %r (%s): %s',
+                    self._actor.name,
+                    rec.uid[0],
+                    _where(rec.child),
+                    reason,
+                )
                 self.hard_killed.append({'name': rec.uid[0], 'uid': rec.uid, 'reason': reason})
                 # Abort first: it wakes our own tasks parked on the channel, and the child's event loop
                 # (its reader sees EOF), so an injected exception is seen at once.
@@ -274,6 +335,13 @@ class ActorNursery:
             'reason': 'thread stuck in a C call; interrupts could not reclaim it',
         }
         self._actor.abandoned.append(record)
+        log.error(
+            'actor %r abandoned child actor %r (interpreter %s): %s',
+            self._actor.name,
+            rec.uid[0],
+            rec.child.interp_id,
+            record['reason'],
+        )
         warnings.warn(
             f'abandoned child actor {rec.uid[0]!r} (interpreter {rec.child.interp_id}): its thread is stuck in '
             'a C call and cannot be reclaimed; it is left running and will not block process exit',
@@ -316,8 +384,12 @@ class ActorNursery:
 
 
 @asynccontextmanager
-async def open_nursery(*, start_method: str | None = None, **root_kwargs: Any) -> AsyncIterator[ActorNursery]:
+async def open_nursery(
+    *, start_method: str | None = None, load_main: bool = True, **root_kwargs: Any
+) -> AsyncIterator[ActorNursery]:
     """Open an actor nursery (and a root actor first when none is running: `root_kwargs` go to it).
+
+    `load_main=False`: its children never load the main module (the script you run), even when enabled.
 
     The block does not exit while children live: on a clean exit it waits for every `run_in_actor` result, then
     cancels the remaining `start_actor` children; on an error (the body's or any child's) it cancels every
@@ -328,7 +400,7 @@ async def open_nursery(*, start_method: str | None = None, **root_kwargs: Any) -
         from ._root import open_root_actor
 
         async with open_root_actor(start_method=start_method, **root_kwargs) as root:
-            async with _open_actor_nursery(root, start_method) as an:
+            async with _open_actor_nursery(root, start_method, load_main) as an:
                 yield an
         return
     if root_kwargs:
@@ -336,16 +408,18 @@ async def open_nursery(*, start_method: str | None = None, **root_kwargs: Any) -
             f'open_nursery() got root actor options {sorted(root_kwargs)} but a root actor is already running; '
             'pass them to open_root_actor() instead'
         )
-    async with _open_actor_nursery(actor, start_method) as an:
+    async with _open_actor_nursery(actor, start_method, load_main) as an:
         yield an
 
 
 @asynccontextmanager
-async def _open_actor_nursery(actor: Actor, start_method: str | None) -> AsyncIterator[ActorNursery]:
+async def _open_actor_nursery(
+    actor: Actor, start_method: str | None, load_main: bool = True
+) -> AsyncIterator[ActorNursery]:
     method = resolve_start_method(start_method or actor.child_start_method)
     body_exc: BaseException | None = None
     async with trio.open_nursery() as tn:
-        an = ActorNursery(actor, method, tn)
+        an = ActorNursery(actor, method, tn, load_main)
         actor.nurseries.add(an)
         try:
             with trio.CancelScope() as an._body_scope:
@@ -363,6 +437,8 @@ async def _open_actor_nursery(actor: Actor, start_method: str | None) -> AsyncIt
                 actor.nurseries.discard(an)
     errors = list(an._errors)
     if body_exc is not None:
+        # The body may re-raise a child's error it was handed (`await portal.wait_for_result()`): one error, once.
+        errors = [err for err in errors if err is not body_exc]
         if isinstance(body_exc, (trio.Cancelled, KeyboardInterrupt)) or not errors:
             raise body_exc
         errors.insert(0, body_exc)

@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .. import _mainmod
 from .._errors import ActorFailure, TransportClosed, unpack_error
 from .._ipc import Addr, Channel, as_addr
 from .._msg import Error, Hello, Ready, SpawnSpec
 
 if TYPE_CHECKING:
     from .._actor import Actor
+
+log = logging.getLogger('subactor')
 
 
 class Child(abc.ABC):
@@ -65,7 +69,12 @@ class Child(abc.ABC):
 
 
 def make_spec(
-    actor: Actor, *, spawn_method: str, enable_modules: list[str], loglevel: str | None
+    actor: Actor,
+    *,
+    spawn_method: str,
+    enable_modules: list[str],
+    loglevel: str | None,
+    load_main: bool = True,
 ) -> SpawnSpec:
     return SpawnSpec(
         parent_uid=list(actor.uid),
@@ -77,6 +86,9 @@ def make_spec(
         sys_path=[p for p in sys.path if p],
         bounds=actor.bounds.as_dict(),
         secret=actor.secret,
+        main_module=_mainmod.tree_main(),
+        load_main=load_main,
+        log_config=actor.log_config,
     )
 
 
@@ -128,14 +140,20 @@ async def parent_handshake(
     return as_addr(reply.listen_addr) if reply.listen_addr else None
 
 
-async def terminate_then_kill(proc: Any, wait: Any, terminate_timeout: float) -> None:
+async def terminate_then_kill(proc: Any, wait: Any, terminate_timeout: float, name: str = '?') -> None:
     """Hard kill of an OS process child: SIGTERM, wait `terminate_timeout`, then SIGKILL (which cannot be
     refused: the kernel ends it promptly) and wait for the reap. Shielded: teardown must finish."""
     with trio.CancelScope(shield=True):
+        log.info(
+            'killing actor %r (pid %s): SIGTERM, SIGKILL after %.2f s', name, proc.pid, terminate_timeout
+        )
         proc.terminate()
         with trio.move_on_after(terminate_timeout):
             await wait()
             return
+        log.warning(
+            'actor %r (pid %s) outlived SIGTERM by %.2f s: SIGKILL', name, proc.pid, terminate_timeout
+        )
         proc.kill()
         await wait()
 

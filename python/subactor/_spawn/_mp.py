@@ -60,7 +60,7 @@ class MpChild(Child):
 
     async def hard_kill(self) -> None:
         if not self.exited():
-            await terminate_then_kill(self.proc, self.wait, self._bounds.terminate_timeout)
+            await terminate_then_kill(self.proc, self.wait, self._bounds.terminate_timeout, self.proc.name)
 
     def kill_now(self) -> None:
         if not self.exited():

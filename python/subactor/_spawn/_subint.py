@@ -127,8 +127,10 @@ class SubintChild(Child):
         kill_socks: tuple[socket.socket, socket.socket],
         on_spawn_complete: Callable[[], None] | None = None,
         pending_start: _PendingStart | None = None,
+        name: str = '?',
     ) -> None:
         self.handle = handle
+        self.name = name  # the actor's (a warm interpreter's driver name is 'subint-warm')
         self._on_spawn_complete = on_spawn_complete
         self._pending_start = pending_start
         self._bounds = bounds
@@ -214,6 +216,7 @@ class SubintChild(Child):
             deadline = trio.current_time() + self._bounds.interrupt_join_timeout
             attempts = max(1, int(self._bounds.interrupt_attempts))
             unit = self._bounds.interrupt_join_timeout / (2**attempts - 1)
+            log.info('killing actor %r (interpreter %s): kill byte', self.name, self.handle.id)
             self._send_kill_byte()
             acked = await self._ack_within(self._bounds.kill_ack_grace)
             step = 0
@@ -230,6 +233,12 @@ class SubintChild(Child):
                     self._send_kill_byte()
                     acked = await self._ack_within(self._bounds.kill_ack_grace)
                     continue
+                log.warning(
+                    'actor %r (interpreter %s) is busy in Python code: injecting KeyboardInterrupt (step %d)',
+                    self.name,
+                    self.handle.id,
+                    step,
+                )
                 if not self.handle.interrupt('KeyboardInterrupt'):
                     break  # done (ending or finished) meanwhile
                 self._send_kill_byte()
@@ -241,7 +250,7 @@ class SubintChild(Child):
             log.warning(
                 'subint child %r (interpreter %s) did not end within %.2f s of its hard kill (%s): its thread is '
                 'stuck in C; abandoning it',
-                self.handle.name,
+                self.name,
                 self.handle.id,
                 self._bounds.interrupt_join_timeout,
                 'its loop acknowledged the kill' if acked else 'its loop never ran',
@@ -357,5 +366,5 @@ async def spawn_subint(uid: tuple[str, str], bounds: Bounds) -> tuple[Child, Cha
                 sock.close()
             raise
         pending, on_spawn_complete = None, None
-    child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end), on_spawn_complete, pending)
+    child = SubintChild(handle, bounds, child_sock, (kill, kill_child_end), on_spawn_complete, pending, name)
     return child, channel_from_socket(parent_sock, label='child')

@@ -23,8 +23,9 @@ _TAIL_LINES = 40
 class ProcessChild(Child):
     """A child actor running in its own OS process."""
 
-    def __init__(self, proc: trio.Process, bounds: Bounds) -> None:
+    def __init__(self, proc: trio.Process, bounds: Bounds, name: str = '?') -> None:
         self.proc = proc
+        self.name = name
         self.pid = proc.pid
         self._bounds = bounds
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
@@ -37,7 +38,7 @@ class ProcessChild(Child):
 
     async def hard_kill(self) -> None:
         if not self.exited():
-            await terminate_then_kill(self.proc, self.proc.wait, self._bounds.terminate_timeout)
+            await terminate_then_kill(self.proc, self.proc.wait, self._bounds.terminate_timeout, self.name)
 
     def kill_now(self) -> None:
         if not self.exited():
@@ -109,7 +110,7 @@ async def spawn_process(
         raise
     finally:
         child_sock.close()
-    return ProcessChild(proc, bounds), channel_from_socket(parent_sock, label='child')
+    return ProcessChild(proc, bounds, uid[0]), channel_from_socket(parent_sock, label='child')
 
 
 def available() -> tuple[bool, str | None]:
