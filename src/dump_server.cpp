@@ -30,30 +30,44 @@ std::mutex server_mu;
 std::shared_ptr<stream_protocol::acceptor>* server =
     new std::shared_ptr<stream_protocol::acceptor>();  // GUARDED_BY(server_mu), leaked like the loop
 
-std::string DumpText() {
+// Writes text to the memory stream fn fills; returns it.
+template <typename Fn>
+std::string Format(Fn&& fn) {
   char* text = nullptr;
   size_t size = 0;
   std::FILE* mem = open_memstream(&text, &size);
   if (mem == nullptr) return "subactor: out of memory\n";
-  std::fprintf(mem, "=== subactor stack dump on request: pid %d, most recent call last ===\n",
-               static_cast<int>(getpid()));
-  WriteDriverView(mem);
-  if (!WithGil([mem] { WriteStacks(mem); })) std::fputs("(runtime finalizing: stacks not read)\n", mem);
-  std::fputs(kDumpEnd, mem);
+  fn(mem);
   std::fclose(mem);
   std::string out(text, size);
   std::free(text);
   return out;
 }
 
+// One dump per connection. The GIL-free part (header, driver's view) is written at once, so a client whose
+// answer never completes (a thread holding the GIL in C forever) still learns what the driver knows.
+void Answer(stream_protocol::socket peer) {
+  auto conn = std::make_shared<stream_protocol::socket>(std::move(peer));
+  const std::string head = Format([](std::FILE* mem) {
+    std::fprintf(mem, "=== subactor stack dump on request: pid %d, most recent call last ===\n",
+                 static_cast<int>(getpid()));
+    WriteDriverView(mem);
+  });
+  std::error_code ignored;
+  asio::write(*conn, asio::buffer(head), ignored);
+  auto rest = std::make_shared<std::string>(Format([](std::FILE* mem) {
+    if (!WithGil([mem] { WriteHookOrStacks(mem, "request", ""); })) {
+      std::fputs("(runtime finalizing: stacks not read)\n", mem);
+    }
+    std::fputs(kDumpEnd, mem);
+  }));
+  asio::async_write(*conn, asio::buffer(*rest), [conn, rest](const std::error_code&, size_t) {});
+}
+
 void Accept(const std::shared_ptr<stream_protocol::acceptor>& acceptor) {
   acceptor->async_accept([acceptor](const std::error_code& error, stream_protocol::socket peer) {
     if (error == asio::error::operation_aborted || !acceptor->is_open()) return;
-    if (!error) {
-      auto conn = std::make_shared<stream_protocol::socket>(std::move(peer));
-      auto text = std::make_shared<std::string>(DumpText());
-      asio::async_write(*conn, asio::buffer(*text), [conn, text](const std::error_code&, size_t) {});
-    }
+    if (!error) Answer(std::move(peer));
     Accept(acceptor);
   });
 }

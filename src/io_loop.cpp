@@ -15,6 +15,7 @@
 
 #include "interpreter.hpp"
 #include "stacks.hpp"
+#include "task_dumpers.hpp"
 
 namespace subactor {
 namespace {
@@ -37,12 +38,25 @@ void WatchdogDump(const std::string& path) {
                static_cast<int>(getpid()));
   WriteDriverView(out);
   std::fflush(out);  // on disk even if the GIL never comes (a thread holding it in C forever)
-  if (!WithGil([out] { WriteStacks(out); })) std::fputs("(runtime finalizing: stacks not read)\n", out);
+  if (!WithGil([out, &path] { WriteHookOrStacks(out, "watchdog", path); })) {
+    std::fputs("(runtime finalizing: stacks not read)\n", out);
+  }
   std::fputs(kDumpEnd, out);
   std::fclose(out);
 }
 
 }  // namespace
+
+void WriteHookOrStacks(std::FILE* out, const char* kind, const std::string& path) {
+  if (auto dump = CallDumpHook(kind, path)) {
+    if (dump->ok) {
+      std::fwrite(dump->text.data(), 1, dump->text.size(), out);
+      return;
+    }
+    std::fprintf(out, "(the dump hook failed: %s; thread stacks only)\n", dump->text.c_str());
+  }
+  WriteStacks(out);
+}
 
 bool Timer::Cancel() {
   int expected = kPending;

@@ -7,6 +7,7 @@
 #include <asio/steady_timer.hpp>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <string>
@@ -62,6 +63,9 @@ bool WithGil(const std::function<void()>& fn);
 
 // interrupt_after(): Interrupt(exc, all_threads) on handle after seconds, from the io thread.
 std::shared_ptr<Timer> InterruptAfter(std::shared_ptr<Interpreter> handle, double seconds, PyObject* exc);
+
+// With the GIL: the dump hook's text (task_dumpers.hpp) if one is set and it works, else WriteStacks.
+void WriteHookOrStacks(std::FILE* out, const char* kind, const std::string& path);
 
 // arm_watchdog(): unless disarmed within seconds, appends a dump (WriteDriverView, then with the GIL
 // WriteStacks, then kDumpEnd) to path from the io thread. Returns an id for DisarmWatchdog.

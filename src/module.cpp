@@ -16,6 +16,7 @@
 #include "shelf.hpp"
 #include "socket_io.hpp"
 #include "stacks.hpp"
+#include "task_dumpers.hpp"
 
 namespace py = pybind11;
 using subactor::Interpreter;
@@ -38,6 +39,13 @@ class GilRelease {
 };
 
 std::string Repr(const py::handle& obj) { return py::repr(obj).cast<std::string>(); }
+
+// A str from UTF-8 that may be cut mid-character (copied out of another interpreter, bounded).
+py::str Utf8(const std::string& text) {
+  PyObject* str = PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "replace");
+  if (str == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(str);
+}
 
 double CheckSeconds(double value, const char* what) {
   if (!std::isfinite(value) || value < 0) {
@@ -292,6 +300,87 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
       },
       py::arg("path"),
       "Answer every connection to a new UNIX socket at path with a full dump, from the driver's io thread");
+  m.def(
+      "driver_view",
+      [] {
+        char* text = nullptr;
+        size_t size = 0;
+        std::FILE* mem = open_memstream(&text, &size);
+        if (mem == nullptr) throw std::bad_alloc();
+        subactor::WriteDriverView(mem);
+        std::fclose(mem);
+        std::string out(text, size);
+        std::free(text);
+        return out;
+      },
+      "The driver's view of its live interpreters, as the dumps write it");
+  m.def(
+      "thread_stacks",
+      [] {
+        const auto snapshot =
+            subactor::CollectStacks();  // copied out under the runtime's lock; objects after
+        py::list out;
+        for (const auto& interp : snapshot) {
+          py::list threads;
+          for (const auto& thread : interp.threads) {
+            py::list frames;
+            for (const auto& frame : thread.frames) {
+              frames.append(py::make_tuple(Utf8(frame.file), frame.line, Utf8(frame.function)));
+            }
+            py::dict t;
+            t["native_id"] = thread.native_id;
+            t["ident"] = thread.ident;
+            t["dumping"] = thread.dumping;
+            t["skipped"] = thread.skipped;
+            t["frames"] = frames;
+            threads.append(t);
+          }
+          py::dict d;
+          d["id"] = interp.id;
+          d["main"] = interp.main;
+          d["own_gil"] = interp.own_gil;
+          d["threads"] = threads;
+          out.append(d);
+        }
+        return out;
+      },
+      "Every interpreter's thread stacks (read-only, most recent call last) as dicts: id, main, own_gil, "
+      "threads [{native_id, ident, dumping, skipped, frames [(file, line, function)]}]");
+  m.def(
+      "register_task_dumper",
+      [](const py::object& fn) {
+        if (!PyCallable_Check(fn.ptr())) throw py::type_error("fn must be callable, not " + Repr(fn));
+        subactor::RegisterTaskDumper(fn.ptr());
+      },
+      py::arg("fn"),
+      "Make fn() -> str the calling interpreter's task dumper: the hang dumps call it from the driver's io "
+      "thread, in this interpreter, with the GIL");
+  m.def(
+      "unregister_task_dumper", &subactor::UnregisterTaskDumper,
+      "Remove the calling interpreter's task dumper, waiting (GIL released) for a call in progress; False if "
+      "none was registered");
+  m.def(
+      "call_task_dumpers",
+      [] {
+        py::list out;
+        for (auto& dump : subactor::CallTaskDumpers()) {
+          out.append(py::make_tuple(dump.interp_id, dump.ok, Utf8(dump.text)));
+        }
+        return out;
+      },
+      "Call every interpreter's task dumper in its own interpreter: [(interpreter id, ok, str or error)]");
+  m.def(
+      "set_dump_hook",
+      [](const py::object& fn) {
+        if (CurrentInterpreterId() != 0)
+          throw py::value_error("the dump hook belongs to the main interpreter");
+        if (!fn.is_none() && !PyCallable_Check(fn.ptr()))
+          throw py::type_error("fn must be callable or None, not " + Repr(fn));
+        subactor::SetDumpHook(fn.is_none() ? nullptr : fn.ptr());
+      },
+      py::arg("fn"),
+      "Lay out the watchdog's and the dump server's dumps with fn(kind, path) -> str instead of the bare "
+      "thread stacks (main interpreter only; None removes it)");
   m.def("stop_serving_dumps", &subactor::StopServingDumps,
         "Stop the dump server (the caller removes its socket file); False if none was running");
   m.def(

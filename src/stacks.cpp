@@ -10,8 +10,8 @@
 // frame chains hold still. Thread states and interpreters are linked, unlinked and freed by threads that
 // do NOT hold the GIL (a new worker creates its interpreter before taking the GIL; an exiting thread drops
 // the GIL before its thread state is unlinked), but always under the runtime's HEAD_LOCK, which the walk
-// therefore holds throughout. It formats into memory under that lock and writes the file afterwards, so a
-// slow file never keeps other threads from starting or ending.
+// therefore holds throughout. It copies into C++ strings under that lock and formats afterwards, so a slow
+// file never keeps other threads from starting or ending, and no Python object is made under the lock.
 #include "stacks.hpp"
 
 #include <Python.h>
@@ -34,16 +34,16 @@ namespace {
 
 constexpr int kMaxFrames = 200;
 
-// Writes a str without creating objects (no UTF-8 cache is filled in another interpreter's string).
-void WriteStr(std::FILE* out, PyObject* obj) {
+// Appends a str as UTF-8 without creating objects (no UTF-8 cache is filled in another interpreter's string).
+void AppendStr(std::string& out, PyObject* obj) {
   if (obj == nullptr || !PyUnicode_Check(obj)) {
-    std::fputs("???", out);
+    out += "???";
     return;
   }
   const Py_ssize_t length = PyUnicode_GET_LENGTH(obj);
   for (Py_ssize_t i = 0; i < length && i < 500; ++i) {
     const Py_UCS4 ch = PyUnicode_READ_CHAR(obj, i);
-    const auto put = [out](Py_UCS4 byte) { std::fputc(static_cast<int>(byte & 0xFF), out); };
+    const auto put = [&out](Py_UCS4 byte) { out += static_cast<char>(byte & 0xFF); };
     if (ch < 0x80) {
       put(ch);
     } else if (ch < 0x800) {
@@ -62,29 +62,40 @@ void WriteStr(std::FILE* out, PyObject* obj) {
   }
 }
 
-void WriteThread(std::FILE* out, PyThreadState* tstate, PyThreadState* current) {
-  std::fprintf(out, "  thread %lu (ident %#lx)%s:\n", tstate->native_thread_id, tstate->thread_id,
-               tstate == current ? " (the dumping thread)" : "");
+ThreadStack ReadThread(PyThreadState* tstate, PyThreadState* current) {
+  ThreadStack thread;
+  thread.native_id = tstate->native_thread_id;
+  thread.ident = tstate->thread_id;
+  thread.dumping = tstate == current;
   std::vector<_PyInterpreterFrame*> frames;
-  int skipped = 0;
   for (_PyInterpreterFrame* frame = tstate->current_frame; frame != nullptr; frame = frame->previous) {
     if (frame->owner >= FRAME_OWNED_BY_INTERPRETER || _PyFrame_IsIncomplete(frame)) continue;
     if (!PyCode_Check(PyStackRef_AsPyObjectBorrow(frame->f_executable))) continue;
     if (static_cast<int>(frames.size()) == kMaxFrames) {
-      ++skipped;
+      ++thread.skipped;
       continue;
     }
     frames.push_back(frame);
   }
-  if (frames.empty()) std::fputs("    (no Python frames)\n", out);
-  if (skipped) std::fprintf(out, "    ... %d older frames not shown\n", skipped);
   for (auto it = frames.rbegin(); it != frames.rend(); ++it) {  // most recent call last
     auto* code = reinterpret_cast<PyCodeObject*>(PyStackRef_AsPyObjectBorrow((*it)->f_executable));
-    std::fputs("    File \"", out);
-    WriteStr(out, code->co_filename);
-    std::fprintf(out, "\", line %d, in ", PyUnstable_InterpreterFrame_GetLine(*it));
-    WriteStr(out, code->co_name);
-    std::fputc('\n', out);
+    FrameLine line;
+    AppendStr(line.file, code->co_filename);
+    AppendStr(line.function, code->co_name);
+    line.line = PyUnstable_InterpreterFrame_GetLine(*it);
+    thread.frames.push_back(std::move(line));
+  }
+  return thread;
+}
+
+void WriteThread(std::FILE* out, const ThreadStack& thread) {
+  std::fprintf(out, "  thread %lu (ident %#lx)%s:\n", thread.native_id, thread.ident,
+               thread.dumping ? " (the dumping thread)" : "");
+  if (thread.frames.empty()) std::fputs("    (no Python frames)\n", out);
+  if (thread.skipped) std::fprintf(out, "    ... %d older frames not shown\n", thread.skipped);
+  for (const FrameLine& frame : thread.frames) {
+    std::fprintf(out, "    File \"%s\", line %d, in %s\n", frame.file.c_str(), frame.line,
+                 frame.function.c_str());
   }
 }
 
@@ -106,45 +117,49 @@ void WriteDriverView(std::FILE* out) {
   }
 }
 
+std::vector<InterpreterStacks> CollectStacks() {
+  std::vector<InterpreterStacks> result;
+  PyThreadState* current = PyThreadState_Get();
+  PyInterpreterState* main = PyInterpreterState_Main();
+  HEAD_LOCK(&_PyRuntime);
+  for (PyInterpreterState* interp = PyInterpreterState_Head(); interp;
+       interp = PyInterpreterState_Next(interp)) {
+    InterpreterStacks& stacks = result.emplace_back();
+    stacks.id = PyInterpreterState_GetID(interp);
+    stacks.main = interp == main;
+    stacks.own_gil = interp != main && interp->ceval.own_gil;
+    if (stacks.own_gil) continue;
+    for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts; ts = PyThreadState_Next(ts)) {
+      stacks.threads.push_back(ReadThread(ts, current));
+    }
+  }
+  HEAD_UNLOCK(&_PyRuntime);
+  return result;
+}
+
 void WriteStacks(std::FILE* out) {
   std::map<int64_t, Snapshot> handles;
   for (Snapshot& s : Registry::Get().LiveSnapshots()) {
     if (s.id) handles.emplace(*s.id, std::move(s));
   }
   const auto labels = Registry::Get().Labels();
-  char* text = nullptr;
-  size_t size = 0;
-  std::FILE* mem = open_memstream(&text, &size);
-  if (mem == nullptr) {
-    std::fputs("(out of memory: stacks not read)\n", out);
-    return;
-  }
-  PyThreadState* current = PyThreadState_Get();
-  PyInterpreterState* main = PyInterpreterState_Main();
-  HEAD_LOCK(&_PyRuntime);
-  for (PyInterpreterState* interp = PyInterpreterState_Head(); interp;
-       interp = PyInterpreterState_Next(interp)) {
-    const int64_t id = PyInterpreterState_GetID(interp);
-    std::fprintf(mem, "interpreter %lld", static_cast<long long>(id));
-    if (interp == main) std::fputs(" (main)", mem);
-    if (auto it = handles.find(id); it != handles.end()) {
-      std::fprintf(mem, " '%s' (driver: %s, %.3f s)", it->second.name.c_str(), StateName(it->second.state),
+  // Read under HEAD_LOCK into memory, written afterwards: a slow file never keeps threads from starting or
+  // ending.
+  for (const InterpreterStacks& stacks : CollectStacks()) {
+    std::fprintf(out, "interpreter %lld", static_cast<long long>(stacks.id));
+    if (stacks.main) std::fputs(" (main)", out);
+    if (auto it = handles.find(stacks.id); it != handles.end()) {
+      std::fprintf(out, " '%s' (driver: %s, %.3f s)", it->second.name.c_str(), StateName(it->second.state),
                    it->second.running_for);
     }
-    if (auto it = labels.find(id); it != labels.end()) std::fprintf(mem, " [%s]", it->second.c_str());
-    std::fputc('\n', mem);
-    if (interp != main && interp->ceval.own_gil) {
-      std::fputs("  (has its own GIL: stacks not read)\n", mem);
+    if (auto it = labels.find(stacks.id); it != labels.end()) std::fprintf(out, " [%s]", it->second.c_str());
+    std::fputc('\n', out);
+    if (stacks.own_gil) {
+      std::fputs("  (has its own GIL: stacks not read)\n", out);
       continue;
     }
-    for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts; ts = PyThreadState_Next(ts)) {
-      WriteThread(mem, ts, current);
-    }
+    for (const ThreadStack& thread : stacks.threads) WriteThread(out, thread);
   }
-  HEAD_UNLOCK(&_PyRuntime);
-  std::fclose(mem);
-  std::fwrite(text, 1, size, out);
-  std::free(text);
 }
 
 void DumpStacks(const std::string& path) {

@@ -55,6 +55,9 @@ class Bounds:
     # child also exits 2 * this bound after its parent's process ends even if its loop never runs again (spinning
     # or stuck in C): a native watchdog thread, armed at start-up (_entry.py).
     orphan_timeout: float = 2.0
+    # Hang dumps (subactor.devx): wait this long for each process child's section of a dump (its own native thread
+    # answers, loop or no loop); past it the dump says the child did not answer and goes on without it.
+    dump_child_timeout: float = 3.0
     # Root actor: wait for the registrar at `registry_addr` to answer.
     registry_timeout: float = 5.0
     # Not a wait but a bound on not yielding: back-to-back sends on a channel (a stream's sender) go through the

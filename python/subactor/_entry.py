@@ -62,6 +62,7 @@ async def child_main(chan: Channel, uid: tuple[str, str], method: str, interp_id
     actor.on_parent_lost = functools.partial(_reap_if_orphaned, actor, trio.lowlevel.current_task())
     if interp_id is None:
         _exit_when_parent_process_ends(actor, hello.pid)
+        _serve_dumps_to_parent(actor)
     _state.set_current(actor)
     try:
         async with trio.open_nursery() as nursery:
@@ -187,6 +188,19 @@ def _exit_when_parent_process_ends(actor: Actor, parent_pid: int) -> None:
         )
     finally:
         os.close(pidfd)
+
+
+def _serve_dumps_to_parent(actor: Actor) -> None:
+    """A process child answers hang-dump requests on its own socket from the driver's io thread (issue 15): its
+    parent's dump nests this child's section even while this loop is idle, busy or stuck in C, and
+    `python -m subactor.devx dump PID` reaches it too. A child where the extension does not load leaves a line in
+    its parent's dump instead."""
+    try:
+        from ._hangdump import serve_dumps
+
+        serve_dumps()
+    except (ImportError, RuntimeError, OSError) as exc:
+        log.warning('%r cannot serve hang dumps: %s', actor, exc)
 
 
 def _exit_orphan(name: str, bound: float) -> None:

@@ -1,11 +1,13 @@
-"""Developer tools for hangs and leaks: dump every interpreter's stacks when a block overruns, and report the
-threads, interpreters and file descriptors a block leaves behind.
+"""Developer tools for hangs and leaks: dump where every task of every actor waits when a block overruns, and
+report the threads, interpreters and file descriptors a block leaves behind. The dumps live in _hangdump.py
+(layout, collection across processes), _tasktree.py (one actor's trio task tree) and src/ (the native watchdog,
+thread stacks, dump server); this module is their public face and holds the leak tracking.
 
 Typical usage::
 
     from subactor.devx import dump_on_hang, track_resource_deltas
 
-    with dump_on_hang(10, path='hang.txt'):   # still running after 10 s: every stack goes to hang.txt
+    with dump_on_hang(10, path='hang.txt'):   # still running after 10 s: every task and stack to hang.txt
         trio.run(main)
 
     with track_resource_deltas('spawn test') as delta:
@@ -23,8 +25,12 @@ Design:
   GIL starve it: conc-anal/sigint-starvation-shared-gil.md). `dump_on_hang` therefore arms the driver's
   watchdog: the driver's own Asio thread writes the driver's view (no GIL needed, flushed first), then takes
   the GIL (a thread busy in Python hands it over within the switch interval) and walks every interpreter's
-  thread states and frame chains read-only. A thread holding the GIL inside C forever gets the first part
-  only. The dump always goes to a file: pytest captures or swallows stderr.
+  thread states and frame chains read-only, and each actor's trio task tree through a dumper the actor
+  registers in its interpreter (which needs no running loop: parked tasks have no thread stack, so an idle
+  loop's hang is only visible there). A thread holding the GIL inside C forever gets the first part only. The
+  dump always goes to a file (and its JSON form beside it): pytest captures or swallows stderr.
+- Process children. Each serves dumps on its own socket from its own io thread, started at boot; the parent's
+  dump asks them and nests their sections (a dead or wedged child leaves a line saying so).
 - Actor names. Each interpreter is listed with its driver name (fixed at spawn: warm-pool interpreters are
   all 'subint-warm') and a label the runtime sets when an actor starts in it ("actor 'worker'").
 - Leaks. `track_resource_deltas` compares snapshots of this interpreter's Python threads, the driver's live
@@ -41,29 +47,45 @@ Design:
   signal handler is starved exactly like SIGINT, and a signalfd needs the signal blocked in every thread, which
   a library cannot arrange for threads it did not start (an unblocked SIGUSR1 kills the process). So the
   driver's io thread listens on a UNIX socket (mode 0600, in a 0700 directory of this user) and answers each
-  connection with a dump, taking the GIL as the watchdog does. Not on by default: a standing socket per
-  process is a side effect a library should not impose.
+  connection with a dump, taking the GIL as the watchdog does. Not on by default for a program's own (root)
+  process: a standing socket per process is a side effect a library should not impose; the process children an
+  actor tree spawns serve, since their parent's dumps need them. PEP 768's `sys.remote_exec` is no substitute:
+  its script runs only when the target's main thread next runs bytecode, which an idle trio loop parked in
+  epoll or a thread blocked in C never does (the very hangs a dump is for), it needs ptrace rights over the
+  target, and it reaches the main interpreter only.
 """
 
 from __future__ import annotations
 
-import argparse
-import atexit
 import contextlib
 import dataclasses
 import math
 import os
 import re
-import socket
-import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
+from ._hangdump import (
+    DUMP_CLIENT_TIMEOUT,
+    DUMP_COMPLETE_TIMEOUT,
+    DUMP_END,
+    HangDump,
+    arm_hang_dump,
+    dump_on_hang,
+    dump_socket_path,
+    json_path_for,
+    main,
+    read_dump,
+    read_dump_record,
+    serve_dumps,
+    stop_serving_dumps,
+)
+
 __all__ = [
+    'DUMP_CLIENT_TIMEOUT',
     'DUMP_COMPLETE_TIMEOUT',
     'DUMP_END',
     'LEAK_SETTLE_TIMEOUT',
@@ -73,6 +95,10 @@ __all__ = [
     'arm_hang_dump',
     'dump_on_hang',
     'dump_socket_path',
+    'json_path_for',
+    'main',
+    'read_dump',
+    'read_dump_record',
     'resource_delta_fixture',
     'serve_dumps',
     'snapshot_resources',
@@ -94,109 +120,9 @@ def _seconds_from_env(name: str, default: float) -> float:
     return value
 
 
-#: How long leaving a `dump_on_hang` block waits for a dump already being written to be complete
-#: (env SUBACTOR_DUMP_COMPLETE_TIMEOUT). The dump needs the GIL, which the waiting thread releases.
-DUMP_COMPLETE_TIMEOUT: float = _seconds_from_env('SUBACTOR_DUMP_COMPLETE_TIMEOUT', 5.0)
-
 #: How long `track_resource_deltas` gives threads and interpreters that are ending to be gone before they
 #: count as leaked (env SUBACTOR_LEAK_SETTLE_TIMEOUT). Only a block that leaks waits this long.
 LEAK_SETTLE_TIMEOUT: float = _seconds_from_env('SUBACTOR_LEAK_SETTLE_TIMEOUT', 5.0)
-
-#: The last line of every complete dump.
-DUMP_END = '=== end of subactor stack dump ==='
-
-
-def _driver() -> Any:
-    try:
-        from . import _driver
-    except ImportError as exc:
-        raise RuntimeError(
-            f'subactor.devx needs the native extension subactor._native, which does not load here ({exc}); '
-            "build it ('tools/dev.sh build' in a checkout, or reinstall the package)"
-        ) from None
-    return _driver
-
-
-def _check_seconds(seconds: object) -> float:
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(f'seconds must be a number, not {seconds!r}')
-    if not (0 < seconds < math.inf):
-        raise ValueError(f'seconds must be finite and > 0, not {seconds!r}')
-    return float(seconds)
-
-
-def _check_writable(path: object) -> Path:
-    """The dump file path, checked without creating it: an existing regular file we may write, or a new name
-    in an existing directory we may write."""
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f'path must be a str or os.PathLike, not {path!r}')
-    target = Path(os.fspath(path)).absolute()
-    if target.exists():
-        if not target.is_file() and not stat.S_ISFIFO(target.stat().st_mode) and str(target) != os.devnull:
-            raise ValueError(f'cannot write stack dumps to {str(target)!r} (not a regular file)')
-        if not os.access(target, os.W_OK):
-            raise PermissionError(f'cannot write stack dumps to {str(target)!r} (not writable)')
-        return target
-    parent = target.parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f'cannot write stack dumps to {str(target)!r} (no directory {str(parent)!r})')
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f'cannot write stack dumps to {str(target)!r} (directory not writable)')
-    return target
-
-
-@dataclasses.dataclass
-class HangDump:
-    """An armed hang dump (from `dump_on_hang` or `arm_hang_dump`): where the dump goes and, once disarmed,
-    whether it fired."""
-
-    path: Path
-    seconds: float
-    #: None while armed; then True if the watchdog fired (the file holds a complete dump, unless the GIL
-    #: never came within DUMP_COMPLETE_TIMEOUT), else False (no file was written).
-    fired: bool | None = None
-    _watchdog: int | None = dataclasses.field(default=None, repr=False)
-
-    def disarm(self) -> bool:
-        """Stop the watchdog (idempotent); if it fired, wait (at most DUMP_COMPLETE_TIMEOUT, GIL released) for
-        its dump to be complete. Returns whether it fired."""
-        if self._watchdog is not None:
-            watchdog, self._watchdog = self._watchdog, None
-            self.fired = not _driver().disarm_watchdog(watchdog, wait=DUMP_COMPLETE_TIMEOUT)
-        return bool(self.fired)
-
-    def text(self) -> str:
-        """The dump file's contents ('' when there is no file)."""
-        try:
-            return self.path.read_text(encoding='utf-8', errors='replace')
-        except FileNotFoundError:
-            return ''
-
-
-def arm_hang_dump(seconds: float, *, path: str | os.PathLike[str]) -> HangDump:
-    """`dump_on_hang` without the block: arm now, call `.disarm()` when done (tools that cannot nest a
-    `with`, like the pytest plugin's phases)."""
-    seconds = _check_seconds(seconds)
-    target = _check_writable(path)
-    driver = _driver()
-    return HangDump(target, seconds, _watchdog=driver.arm_watchdog(seconds, target))
-
-
-@contextlib.contextmanager
-def dump_on_hang(seconds: float, *, path: str | os.PathLike[str]) -> Iterator[HangDump]:
-    """If the block is still running after `seconds`, append the Python stack of every thread of every
-    interpreter in this process (labelled by interpreter id and actor, thread id) and the driver's view of
-    its interpreters to `path`. Works while the main thread is wedged in Python or starved of the GIL: the
-    dump is written from the driver's own thread. Disarmed when the block exits; leaving a block whose dump
-    is being written waits (at most DUMP_COMPLETE_TIMEOUT) for the dump to be complete. The file is never
-    created unless the watchdog fires. Raises TypeError/ValueError for a bad `seconds` (finite, > 0) and
-    OSError subclasses for a `path` that cannot be written."""
-    dump = arm_hang_dump(seconds, path=path)
-    try:
-        yield dump
-    finally:
-        dump.disarm()
-
 
 # --- resource deltas ---------------------------------------------------------------------------------------
 
@@ -449,96 +375,6 @@ def resource_delta_fixture(
             pytest.fail(f'the test left resources behind\n{delta.describe()}', pytrace=False)
 
     return pytest.fixture(autouse=autouse, name=name)(fixture)
-
-
-# --- dumps on request --------------------------------------------------------------------------------------
-
-#: How long `python -m subactor.devx dump PID` waits for the whole dump (env SUBACTOR_DUMP_CLIENT_TIMEOUT).
-DUMP_CLIENT_TIMEOUT: float = _seconds_from_env('SUBACTOR_DUMP_CLIENT_TIMEOUT', 30.0)
-
-_serving: Path | None = None
-
-
-def _socket_dir() -> Path:
-    """This user's directory for dump sockets (env SUBACTOR_DUMP_SOCKET_DIR, else $XDG_RUNTIME_DIR/subactor,
-    else <tmp>/subactor-<uid>), created 0700; refused if someone else owns it or others may enter it."""
-    raw = os.environ.get('SUBACTOR_DUMP_SOCKET_DIR')
-    if raw:
-        return Path(raw)
-    from ._rundir import runtime_dir
-
-    return Path(runtime_dir())
-
-
-def dump_socket_path(pid: int) -> Path:
-    """Where process `pid` serves dumps (see `serve_dumps`)."""
-    return _socket_dir() / f'dump-{pid}.sock'
-
-
-def serve_dumps() -> Path:
-    """Answer `python -m subactor.devx dump <this pid>` from now on (idempotent): the driver's own thread
-    serves a full dump per connection on a private UNIX socket, so it works while the main thread is wedged.
-    The socket is removed at exit. Returns its path."""
-    global _serving
-    if _serving is not None:
-        return _serving
-    driver = _driver()
-    path = dump_socket_path(os.getpid())
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(path.lstat().st_mode):
-            path.unlink()  # left by a dead process that had our pid
-    driver.serve_dumps(path)
-    _serving = path
-    atexit.register(stop_serving_dumps)
-    return path
-
-
-def stop_serving_dumps() -> None:
-    """Stop `serve_dumps` and remove its socket (idempotent)."""
-    global _serving
-    if _serving is None:
-        return
-    path, _serving = _serving, None
-    _driver().stop_serving_dumps()
-    path.unlink(missing_ok=True)
-
-
-def read_dump(pid: int, timeout: float = DUMP_CLIENT_TIMEOUT) -> str:
-    """A dump of process `pid`, which must have called `serve_dumps()`."""
-    path = dump_socket_path(pid)
-    chunks = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(os.fspath(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise LookupError(
-                f'process {pid} does not serve dumps ({str(path)!r} is missing or stale): call '
-                'subactor.devx.serve_dumps() in it'
-            ) from None
-        deadline = time.monotonic() + timeout
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-    return b''.join(chunks).decode('utf-8', errors='replace')
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m subactor.devx', description=__doc__.split('\n\n')[0])
-    commands = parser.add_subparsers(dest='command', required=True)
-    dump = commands.add_parser('dump', help='print the stacks of every interpreter of a serving process')
-    dump.add_argument('pid', type=int)
-    dump.add_argument(
-        '--timeout', type=float, default=DUMP_CLIENT_TIMEOUT, help='seconds (default: %(default)s)'
-    )
-    args = parser.parse_args(argv)
-    try:
-        text = read_dump(args.pid, args.timeout)
-    except (LookupError, OSError) as exc:
-        print(f'subactor.devx: {exc}', file=sys.stderr)
-        return 1
-    sys.stdout.write(text)
-    return 0 if DUMP_END in text else 1
 
 
 if __name__ == '__main__':

@@ -124,7 +124,7 @@ class _HangDumps:
         self.directory = Path(raw).absolute() if raw else config.rootpath / DEFAULT_DUMP_DIR
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            from ..devx import _check_writable, _driver
+            from .._hangdump import _check_writable, _driver
 
             _check_writable(self.directory / 'probe')
             _driver()

@@ -1,4 +1,8 @@
 # Remote functions for the hang tooling tests: spin forever in a function whose name a stack dump must show.
+import time
+
+import trio
+
 import subactor
 
 
@@ -12,3 +16,34 @@ async def spin_after_started_in_named_function(ctx):
     """Tell the caller the spin is about to start, then hold the GIL-hungry loop forever (no checkpoints)."""
     await ctx.started('spinning')
     spin_forever_in_named_function()
+
+
+async def sleep_forever_in_named_function():
+    await trio.sleep_forever()
+
+
+@subactor.context
+async def park_after_started_in_named_function(ctx):
+    """Tell the caller, then park forever at a checkpoint (an async hang: the loop goes idle in epoll)."""
+    await ctx.started('parked')
+    await sleep_forever_in_named_function()
+
+
+def block_in_c_in_named_function():
+    time.sleep(3600)  # releases the GIL: the loop thread is stuck in C, the GIL is free
+
+
+@subactor.context
+async def block_in_c_after_started(ctx):
+    """Tell the caller, then block the loop's thread in C (not at a checkpoint: nothing else in the actor runs)."""
+    await ctx.started('blocked')
+    block_in_c_in_named_function()
+
+
+async def spawn_grandchild_and_park(name: str, method: str) -> None:
+    """Spawn a grandchild that parks in a named function, then park ourselves (a nested tree for the dumps)."""
+    async with subactor.open_nursery(start_method=method) as an:
+        portal = await an.start_actor(name, enable_modules=['actors.hang'])
+        async with portal.open_context(park_after_started_in_named_function) as (_, first):
+            assert first == 'parked'
+            await trio.sleep_forever()
