@@ -135,3 +135,15 @@ bool DisarmWatchdog(int64_t id, double wait) {
 }
 
 }  // namespace subactor
+
+namespace subactor {
+
+bool WaitWatchdog(int64_t id, double timeout) {
+  std::unique_lock lock(watchdogs_mu);
+  auto it = watchdogs->find(id);
+  if (it == watchdogs->end()) return true;  // fired and complete (or disarmed already)
+  const auto bound = std::chrono::duration<double>(std::clamp(timeout, 0.0, 1e7));
+  return watchdogs_cv.wait_for(lock, bound, [id] { return !watchdogs->contains(id); });
+}
+
+}  // namespace subactor

@@ -76,4 +76,8 @@ int64_t ArmWatchdog(double seconds, std::string path);
 // (the dump needs it).
 bool DisarmWatchdog(int64_t id, double wait = 0);
 
+// Waits up to timeout for the watchdog to have fired and its dump to be complete; true if it is (or the
+// watchdog is gone: disarmed). Call WITHOUT the GIL (the dump needs it).
+bool WaitWatchdog(int64_t id, double timeout);
+
 }  // namespace subactor

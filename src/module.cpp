@@ -289,6 +289,15 @@ PYBIND11_MODULE(_native, m, py::multiple_interpreters::shared_gil()) {
       "Cancel a watchdog; True if it had not fired. If it fired, wait up to `wait` seconds for its dump "
       "to be complete");
   m.def(
+      "wait_watchdog",
+      [](int64_t id, double timeout) {
+        CheckSeconds(timeout, "timeout");
+        GilRelease release;
+        return subactor::WaitWatchdog(id, timeout);
+      },
+      py::arg("id"), py::arg("timeout"),
+      "Wait up to timeout seconds for a watchdog to fire and its dump to be complete; True if it is");
+  m.def(
       "serve_dumps",
       [](const py::object& path) {
         const std::string where = PathArg(path);

@@ -50,6 +50,7 @@ from ._native import (
     spawn,
     stop_serving_dumps,
     trim_memory,
+    wait_watchdog,
 )
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     'trim_memory',
     'wait_done',
     'wait_exit',
+    'wait_watchdog',
 ]
 
 MAIN_INTERPRETER_ID = 0

@@ -161,6 +161,13 @@ class HangDump:
             self.fired = not _driver().disarm_watchdog(watchdog, wait=DUMP_COMPLETE_TIMEOUT)
         return bool(self.fired)
 
+    def wait(self, timeout: float) -> bool:
+        """Block (GIL released) until the watchdog has fired and its dump is complete, at most `timeout` seconds;
+        whether it is. From trio: `await trio.to_thread.run_sync(dump.wait, timeout)`."""
+        if self._watchdog is None:
+            return bool(self.fired)
+        return bool(_driver().wait_watchdog(self._watchdog, timeout))
+
     def text(self) -> str:
         """The dump file's contents ('' when there is no file)."""
         try:

@@ -90,11 +90,15 @@ def test_actor_test_default_bound_and_per_test_override(pytester, run):
     t0 = time.monotonic()
     result = run('--actor-test-timeout=0.5', '-k=default_bound or within_bound')
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(['*TooSlowError*'])
+    result.stdout.fnmatch_lines(
+        ['*exceeded @actor_test timeout=0.5 s (the test was at *test_bounds.py:6 in test_default_bound)*']
+    )
+    assert 'TooSlowError' not in result.stdout.str()
+    result.stdout.fnmatch_lines(['*run with --dump-on-hang=SECONDS*'])
     # The per-test bound wins over a long run default.
     result = run('--actor-test-timeout=600', '-k=own_bound')
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(['*TooSlowError*'])
+    result.stdout.fnmatch_lines(['*exceeded @actor_test timeout=0.2 s*'])
     assert time.monotonic() - t0 < 60, 'both bounds are far below the run default'
     assert run('--actor-test-timeout=0').ret == pytest.ExitCode.USAGE_ERROR
 
@@ -206,8 +210,10 @@ def test_dump_on_hang_writes_one_file_per_slow_test_and_shows_it_on_failure(pyte
     out = result.stdout.str()
     assert 'subactor dump-on-hang (' in out
     assert 'in wait_for_own_dump' in out and 'in test_hangs_then_fails' in out, out
-    files = sorted(p.name for p in dumps.iterdir())
+    files = sorted(p.name for p in dumps.glob('*.txt'))
     assert len(files) == 2, files
+    assert all('-trio-' in f for f in files), 'named after the backend too'
+    assert sorted(p.name for p in dumps.glob('*.json')) == [f[: -len('.txt')] + '.json' for f in files]
     assert any('test_hangs_then_fails' in f for f in files)
     assert any('test_slow_but_passes' in f for f in files)
     assert 'stack dumps of 2 test(s)' in out
@@ -265,8 +271,10 @@ def test_dump_of_a_hung_subint_child_names_the_function_it_is_stuck_in(pytester,
     # test's own bound ends it at 5 s.
     result = run('--spawn-backend=subint', '--dump-on-hang=2.5', f'--dump-on-hang-dir={dumps}')
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(['*TooSlowError*'])
-    (dump,) = dumps.iterdir()
+    (record, dump) = sorted(dumps.iterdir())
+    assert dump.name.endswith('.txt') and '-subint-' in dump.name, dump.name
+    assert record.name == dump.with_suffix('.json').name
+    result.stdout.fnmatch_lines([f'*exceeded @actor_test timeout=5 s*{dump}*'])
     text = dump.read_text()
     sections = text.split('\ninterpreter ')[1:]
     child = [s for s in sections if "[actor 'hung_child']" in s.splitlines()[0]]
@@ -332,7 +340,7 @@ def test_dump_is_on_disk_when_pytest_timeout_thread_method_ends_the_run(pytester
     )
     assert result.ret != pytest.ExitCode.OK
     assert 'Timeout' in result.stdout.str() + result.stderr.str()
-    (dump,) = dumps.iterdir()
+    (dump,) = dumps.glob('*.txt')
     assert 'test_stuck' in dump.name
     text = dump.read_text()
     assert 'in block_in_c_in_named_function' in text, text

@@ -9,11 +9,13 @@ with `-p subactor._testing.plugin`).
 - `@pytest.mark.skipon_spawn_backend(*names, reason=...)` skips at function, class or module scope; an
   unknown name is an error, not a silent no-op.
 - `--dump-on-hang=SECONDS` arms `subactor.devx.dump_on_hang` around every test (setup, call and teardown):
-  a test still running after SECONDS gets the stacks of every thread of every interpreter in the process
-  written to `--dump-on-hang-dir` (default `<rootdir>/.subactor-dumps`, kept out of pytest's temporary
-  directories so the file survives a run that is killed), one file per test named after its node id. A
-  failing test's report shows its dump; the files of tests whose dump never fired are never created, and
-  the terminal summary lists the ones that were.
+  a test still running after SECONDS gets a dump of its actor tree (every task and thread of every actor,
+  process children included) written to `--dump-on-hang-dir` (default `<rootdir>/.subactor-dumps`, kept out of
+  pytest's temporary directories so the file survives a run that is killed), one file per test named after its
+  node id and the spawn backend (a loop over backends keeps each one's), its JSON form beside it. A failing
+  test's report shows its dump; the files of tests whose dump never fired are never created, and the terminal
+  summary lists the ones that were. An `@actor_test` that exceeds its timeout before the dump fired gets one
+  written at that moment, and its failure says "exceeded @actor_test timeout=N s" and names the file.
 - pytest-timeout: use `timeout_method = "thread"` (or `--timeout-method=thread`). The `signal` method relies
   on a SIGALRM handler, which Python runs only on the main thread of the main interpreter when that thread
   gets the GIL and reaches the eval loop: under the shared GIL, subinterpreter actors spinning in Python
@@ -29,6 +31,7 @@ import functools
 import hashlib
 import inspect
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Generator
@@ -47,6 +50,10 @@ _test_timeout = DEFAULT_TEST_TIMEOUT  # this run's default (--actor-test-timeout
 # Where `--dump-on-hang` writes, relative to pytest's rootdir, unless `--dump-on-hang-dir` says otherwise.
 DEFAULT_DUMP_DIR = '.subactor-dumps'
 _MARKER = 'skipon_spawn_backend'
+# The --dump-on-hang watchdog of the test running now (None without the option), for `actor_test`'s timeout.
+_armed_dump: Any = None
+# Tests whose dump `actor_test` wrote when they timed out (the watchdog had not fired yet).
+_dumped_at_timeout: set[str] = set()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -131,22 +138,29 @@ class _HangDumps:
         except (OSError, RuntimeError) as exc:
             raise pytest.UsageError(f'--dump-on-hang cannot be used: {exc}') from None
         self.seconds = seconds
+        self.backend = config.getoption('spawn_backend', DEFAULT_BACKEND)
         self.written: list[Path] = []
         self._armed: dict[str, Any] = {}  # nodeid -> the HangDump of the phase(s) running now
         self._fired: set[str] = set()
 
     def path_for(self, nodeid: str) -> Path:
         readable = re.sub(r'[^A-Za-z0-9_.-]+', '_', nodeid).strip('_')[:150]
-        return self.directory / f'{readable}-{hashlib.sha1(nodeid.encode()).hexdigest()[:8]}.txt'
+        digest = hashlib.sha1(nodeid.encode()).hexdigest()[:8]
+        return self.directory / f'{readable}-{self.backend}-{digest}.txt'
 
     def _arm(self, item: pytest.Item) -> None:
-        from ..devx import arm_hang_dump
+        from .._hangdump import arm_hang_dump
 
-        self._armed[item.nodeid] = arm_hang_dump(self.seconds, path=self.path_for(item.nodeid))
+        global _armed_dump
+        self._armed[item.nodeid] = _armed_dump = arm_hang_dump(self.seconds, path=self.path_for(item.nodeid))
 
     def _disarm(self, item: pytest.Item) -> None:
+        global _armed_dump
         dump = self._armed.pop(item.nodeid, None)
-        if dump is not None and dump.disarm():
+        if dump is _armed_dump:
+            _armed_dump = None
+        fired = dump is not None and dump.disarm()
+        if fired or item.nodeid in _dumped_at_timeout:
             self._fired.add(item.nodeid)
 
     @pytest.hookimpl(wrapper=True)
@@ -157,6 +171,7 @@ class _HangDumps:
             return (yield)
         finally:
             self._disarm(item)
+            _dumped_at_timeout.discard(item.nodeid)
             if item.nodeid in self._fired:
                 self._fired.discard(item.nodeid)
                 self.written.append(self.path_for(item.nodeid))
@@ -242,13 +257,23 @@ def actor_test(
 
         method = kwargs['start_method'] if wants_method else kwargs.pop('start_method')
 
+        bound = _test_timeout if timeout is None else timeout
+        cancelled_in: list[BaseException] = []
+
         async def main() -> None:
-            with trio.fail_after(_test_timeout if timeout is None else timeout):
-                if not root:
-                    await fn(*args, **kwargs)
-                    return
-                async with open_root_actor(start_method=method, **root_kwargs):
-                    await fn(*args, **kwargs)
+            with trio.CancelScope(deadline=trio.current_time() + bound) as scope:
+                try:
+                    if not root:
+                        await fn(*args, **kwargs)
+                        return
+                    async with open_root_actor(start_method=method, **root_kwargs):
+                        await fn(*args, **kwargs)
+                except BaseException as exc:
+                    if scope.cancel_called:
+                        cancelled_in.append(exc)  # its traceback says where the test was
+                    raise
+            if scope.cancelled_caught:
+                _timed_out(fn, bound, cancelled_in)
 
         trio.run(main)
 
@@ -256,3 +281,46 @@ def actor_test(
         params = [*sig.parameters.values(), inspect.Parameter('start_method', inspect.Parameter.KEYWORD_ONLY)]
         wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     return wrapper
+
+
+def _timed_out(fn: Callable[..., Any], bound: float, cancelled_in: list[BaseException]) -> None:
+    """Fail an `actor_test` that exceeded its bound: say so, where the test was, and where its hang dump is."""
+    message = f'exceeded @actor_test timeout={bound:g} s'
+    where = _where_in(fn, cancelled_in[0]) if cancelled_in else None
+    if where:
+        message += f' (the test was at {where})'
+    dump = _armed_dump
+    if dump is None:
+        message += '; run with --dump-on-hang=SECONDS (below the timeout) to see where every task of every actor waits'
+    else:
+        from .._hangdump import DUMP_COMPLETE_TIMEOUT, arm_hang_dump
+
+        if dump.text():  # it fired: let it finish
+            dump.wait(DUMP_COMPLETE_TIMEOUT)
+        else:  # not yet: dump the tree as it is now
+            now = arm_hang_dump(1e-3, path=dump.path)
+            now.wait(DUMP_COMPLETE_TIMEOUT)
+            now.disarm()
+            _dumped_at_timeout.add(os.environ.get('PYTEST_CURRENT_TEST', '').rpartition(' (')[0])
+        message += f'; where every task of every actor waits: {dump.path}'
+    pytest.fail(message, pytrace=False)
+
+
+def _where_in(fn: Callable[..., Any], exc: BaseException) -> str | None:
+    """The innermost line of `fn`'s file that `exc` (or an exception grouped in it) passed through."""
+    target = getattr(getattr(fn, '__code__', None), 'co_filename', None)
+    found = None
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        tb = current.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if code.co_filename == target:
+                found = f'{code.co_filename}:{tb.tb_lineno} in {code.co_name}'
+            tb = tb.tb_next
+        if found:
+            break
+    return found
