@@ -40,10 +40,21 @@ async def block_in_c_after_started(ctx):
     block_in_c_in_named_function()
 
 
-async def spawn_grandchild_and_park(name: str, method: str) -> None:
-    """Spawn a grandchild that parks in a named function, then park ourselves (a nested tree for the dumps)."""
+@subactor.context
+async def spawn_grandchild_and_park(ctx, name: str, method: str) -> None:
+    """Spawn a grandchild that parks in a named function, tell the caller, then park (a nested tree for dumps)."""
     async with subactor.open_nursery(start_method=method) as an:
         portal = await an.start_actor(name, enable_modules=['actors.hang'])
         async with portal.open_context(park_after_started_in_named_function) as (_, first):
             assert first == 'parked'
+            await ctx.started('both parked')
             await trio.sleep_forever()
+
+
+@subactor.context
+async def hold_the_gil_in_c_after_started(ctx):
+    """Tell the caller, then hold this process's GIL inside C forever (a PyDLL call keeps it): nothing Python runs."""
+    import ctypes
+
+    await ctx.started('holding')
+    ctypes.PyDLL(None).sleep(3600)
