@@ -1,4 +1,5 @@
 # subactor.devx: dump_on_hang sees every interpreter and fires while the main thread is busy; resource deltas.
+import json
 import math
 import os
 import select
@@ -275,3 +276,58 @@ def test_serve_dumps_in_this_process_is_idempotent_and_stops(tmp_path, monkeypat
     assert not path.exists()
     with pytest.raises(LookupError, match='does not serve dumps'):
         devx.read_dump(os.getpid(), timeout=DUMP_WAIT)
+
+
+SERVING_TREE = """
+import os
+import sys
+import trio
+import subactor
+from subactor import devx
+
+sys.path.insert(0, {tests!r})
+from actors import hang
+
+
+async def main():
+    async with subactor.open_nursery(start_method={method!r}) as an:
+        portal = await an.start_actor('hung_child', enable_modules=['actors.hang'])
+        async with portal.open_context(hang.park_after_started_in_named_function) as (_, first):
+            os.write(1, (str(devx.serve_dumps()) + '\\n').encode())
+            await trio.sleep_forever()
+
+if __name__ == '__main__':
+    trio.run(main)
+"""
+
+
+def test_dump_command_reads_a_whole_running_tree(tmp_path, start_method):
+    """`python -m subactor.devx dump PID` from outside: the root's tasks and its child's (a process child answers
+    through its own socket), the text and the JSON form."""
+    env = {**os.environ, 'SUBACTOR_DUMP_SOCKET_DIR': str(tmp_path)}
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (os.path.dirname(os.path.dirname(subactor.__file__)), env.get('PYTHONPATH')) if p
+    )
+    script = tmp_path / 'tree.py'
+    script.write_text(SERVING_TREE.format(tests=os.path.dirname(__file__), method=start_method))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], DUMP_WAIT * 3)
+        assert ready, 'the tree never started serving'
+        command = [sys.executable, '-m', 'subactor.devx', 'dump', str(proc.pid)]
+        out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=DUMP_WAIT * 3)
+        assert out.returncode == 0, out.stderr
+        assert f"    'hung_child' [{start_method}]" in out.stdout, out.stdout
+        child = out.stdout[out.stdout.index("--- actor 'hung_child'") :]
+        assert 'in sleep_forever_in_named_function' in child, out.stdout
+        assert out.stdout.rstrip().endswith(devx.DUMP_END)
+        out = subprocess.run(
+            [*command, '--json'], capture_output=True, text=True, env=env, timeout=DUMP_WAIT * 3
+        )
+        assert out.returncode == 0, out.stderr
+        record = json.loads(out.stdout)
+        assert record['pid'] == proc.pid and record['format'] == 'subactor-hang-dump/1'
+    finally:
+        proc.kill()
+        proc.wait(DUMP_WAIT)
+        proc.stdout.close()

@@ -367,3 +367,53 @@ def test_failing_run_that_abandons_an_interpreter_still_exits_nonzero(pytester, 
     result = run()
     assert result.ret == 1, result.stderr.str()
     assert 'os._exit(1)' in result.stderr.str()
+
+
+ASYNC_HANG_IN_CHILD = """
+import trio
+
+import subactor
+from subactor.testing import actor_test
+
+
+async def sleep_forever_in_named_function():
+    await trio.sleep_forever()
+
+
+@subactor.context
+async def park_in_child(ctx):
+    await ctx.started('parked')
+    await sleep_forever_in_named_function()
+
+
+@actor_test(timeout=4.0, bounds={'cancel_timeout': 0.3, 'interrupt_join_timeout': 1.5})
+async def test_async_hang():
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('hung_child', enable_modules=['test_async_hang'])
+        async with portal.open_context(park_in_child) as (_, first):
+            assert first == 'parked'
+            await trio.sleep_forever()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('backend', [k for k, info in available_spawn_methods().items() if info.available])
+def test_an_async_hang_in_a_child_names_the_hung_function_on_every_backend(pytester, run, backend):
+    """The issue's first case: a child parked at a checkpoint (its loop idle in epoll) has no thread stack there;
+    the dump's task tree names it. Dumped when the test's own timeout ends it (before --dump-on-hang=60 would)."""
+    pytester.makepyfile(test_async_hang=ASYNC_HANG_IN_CHILD)
+    dumps = pytester.path / 'dumps'
+    result = run(f'--spawn-backend={backend}', '--dump-on-hang=60', f'--dump-on-hang-dir={dumps}')
+    result.assert_outcomes(failed=1)
+    (dump,) = dumps.glob('*.txt')
+    assert f'-{backend}-' in dump.name
+    result.stdout.fnmatch_lines(
+        [
+            f'*exceeded @actor_test timeout=4 s (the test was at *test_async_hang.py:23 in test_async_hang)*{dump}*'
+        ]
+    )
+    text = dump.read_text()
+    child = text[text.index("--- actor 'hung_child'") :]
+    assert f'[{backend}]' in child.splitlines()[0], child
+    assert 'in sleep_forever_in_named_function' in child, text
+    assert "serving test_async_hang.park_in_child() for 'root'" in child, text

@@ -253,27 +253,17 @@ def actor_test(
     def wrapper(*args: Any, **kwargs: Any) -> None:
         import trio
 
-        from .._root import open_root_actor
-
         method = kwargs['start_method'] if wants_method else kwargs.pop('start_method')
-
         bound = _test_timeout if timeout is None else timeout
-        cancelled_in: list[BaseException] = []
+        where: list[str] = []
 
         async def main() -> None:
-            with trio.CancelScope(deadline=trio.current_time() + bound) as scope:
-                try:
-                    if not root:
-                        await fn(*args, **kwargs)
-                        return
-                    async with open_root_actor(start_method=method, **root_kwargs):
-                        await fn(*args, **kwargs)
-                except BaseException as exc:
-                    if scope.cancel_called:
-                        cancelled_in.append(exc)  # its traceback says where the test was
-                    raise
+            with trio.CancelScope() as scope:
+                coro = _in_root(fn, method, root_kwargs, args, kwargs) if root else fn(*args, **kwargs)
+                _watch_timeout(scope, bound, coro, fn, where)
+                await coro
             if scope.cancelled_caught:
-                _timed_out(fn, bound, cancelled_in)
+                _timed_out(bound, where)
 
         trio.run(main)
 
@@ -283,44 +273,57 @@ def actor_test(
     return wrapper
 
 
-def _timed_out(fn: Callable[..., Any], bound: float, cancelled_in: list[BaseException]) -> None:
+async def _in_root(fn: Callable[..., Any], method: str, root_kwargs: Any, args: Any, kwargs: Any) -> None:
+    from .._root import open_root_actor
+
+    async with open_root_actor(start_method=method, **root_kwargs):
+        await fn(*args, **kwargs)
+
+
+def _watch_timeout(scope: Any, bound: float, coro: Any, fn: Callable[..., Any], where: list[str]) -> None:
+    """Cancel `scope` `bound` seconds from now, from a system task that first notes where the test's coroutine is
+    suspended and, with --dump-on-hang set above the bound (its own dump would come too late), dumps the actor tree
+    while it still hangs. A fallback deadline covers a dump that never completes."""
+    import trio
+
+    from .._hangdump import DUMP_COMPLETE_TIMEOUT, arm_hang_dump
+
+    deadline = trio.current_time() + bound
+    armed = _armed_dump
+    dump_now = armed is not None and armed.seconds >= bound
+    # The watcher cancels; the scope's own deadline is a fallback, later so the watcher sees the test suspended.
+    scope.deadline = deadline + 1.0 + (DUMP_COMPLETE_TIMEOUT if dump_now else 0)
+    nodeid = os.environ.get('PYTEST_CURRENT_TEST', '').rpartition(' (')[0]
+
+    async def watch() -> None:
+        await trio.sleep_until(deadline)
+        where.extend(_where_in(fn, coro))
+        if dump_now:
+            dump = arm_hang_dump(1e-3, path=armed.path)
+            await trio.to_thread.run_sync(dump.wait, DUMP_COMPLETE_TIMEOUT)
+            if dump.disarm():
+                _dumped_at_timeout.add(nodeid)
+        scope.cancel()
+
+    trio.lowlevel.spawn_system_task(watch, name='actor_test timeout')
+
+
+def _timed_out(bound: float, where: list[str]) -> None:
     """Fail an `actor_test` that exceeded its bound: say so, where the test was, and where its hang dump is."""
     message = f'exceeded @actor_test timeout={bound:g} s'
-    where = _where_in(fn, cancelled_in[0]) if cancelled_in else None
     if where:
-        message += f' (the test was at {where})'
+        message += f' (the test was at {where[-1]})'
     dump = _armed_dump
     if dump is None:
         message += '; run with --dump-on-hang=SECONDS (below the timeout) to see where every task of every actor waits'
     else:
-        from .._hangdump import DUMP_COMPLETE_TIMEOUT, arm_hang_dump
-
-        if dump.text():  # it fired: let it finish
-            dump.wait(DUMP_COMPLETE_TIMEOUT)
-        else:  # not yet: dump the tree as it is now
-            now = arm_hang_dump(1e-3, path=dump.path)
-            now.wait(DUMP_COMPLETE_TIMEOUT)
-            now.disarm()
-            _dumped_at_timeout.add(os.environ.get('PYTEST_CURRENT_TEST', '').rpartition(' (')[0])
         message += f'; where every task of every actor waits: {dump.path}'
     pytest.fail(message, pytrace=False)
 
 
-def _where_in(fn: Callable[..., Any], exc: BaseException) -> str | None:
-    """The innermost line of `fn`'s file that `exc` (or an exception grouped in it) passed through."""
+def _where_in(fn: Callable[..., Any], coro: Any) -> list[str]:
+    """The lines of `fn`'s file in the await chain of the suspended coroutine `coro`, outermost first."""
+    from .._tasktree import _await_chain
+
     target = getattr(getattr(fn, '__code__', None), 'co_filename', None)
-    found = None
-    pending = [exc]
-    while pending:
-        current = pending.pop()
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        tb = current.__traceback__
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            if code.co_filename == target:
-                found = f'{code.co_filename}:{tb.tb_lineno} in {code.co_name}'
-            tb = tb.tb_next
-        if found:
-            break
-    return found
+    return [f'{file}:{line} in {function}' for file, line, function in _await_chain(coro) if file == target]
