@@ -178,7 +178,8 @@ class HangDump:
     def record(self) -> dict[str, Any] | None:
         """The JSON form of the last dump written (None when there is none)."""
         try:
-            return json.loads(self.json_path.read_text(encoding='utf-8'))
+            record: dict[str, Any] = json.loads(self.json_path.read_text(encoding='utf-8'))
+            return record
         except (FileNotFoundError, ValueError):
             return None
 
@@ -290,7 +291,8 @@ def _parse_answer(text: str) -> dict[str, Any] | None:
     if not mark:
         return None
     try:
-        return json.loads(rest.partition('\n')[0])
+        record: dict[str, Any] = json.loads(rest.partition('\n')[0])
+        return record
     except ValueError:
         return None
 
@@ -381,7 +383,8 @@ def _tree(record: dict[str, Any]) -> list[_Node]:
 def _interp(process: dict[str, Any] | None, interp_id: int | None) -> dict[str, Any] | None:
     for interp in (process or {}).get('interpreters', ()):
         if interp['id'] == interp_id:
-            return interp
+            found: dict[str, Any] = interp
+            return found
     return None
 
 
@@ -674,12 +677,12 @@ def read_dump(pid: int, timeout: float = DUMP_CLIENT_TIMEOUT) -> str:
     return head + render(record, driver_view=False) + DUMP_END + '\n'
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None, *, description: str = 'Dump a running actor tree from outside.'
+) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog='python -m subactor.devx', description='Dump a running actor tree from outside.'
-    )
+    parser = argparse.ArgumentParser(prog='python -m subactor.devx', description=description)
     commands = parser.add_subparsers(dest='command', required=True)
     dump = commands.add_parser(
         'dump',

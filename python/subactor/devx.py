@@ -68,6 +68,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import _hangdump
 from ._hangdump import (
     DUMP_CLIENT_TIMEOUT,
     DUMP_COMPLETE_TIMEOUT,
@@ -77,7 +78,6 @@ from ._hangdump import (
     dump_on_hang,
     dump_socket_path,
     json_path_for,
-    main,
     read_dump,
     read_dump_record,
     serve_dumps,
@@ -375,6 +375,11 @@ def resource_delta_fixture(
             pytest.fail(f'the test left resources behind\n{delta.describe()}', pytrace=False)
 
     return pytest.fixture(autouse=autouse, name=name)(fixture)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m subactor.devx dump PID [--json]`: print a serving process's actor tree."""
+    return _hangdump.main(argv, description=__doc__.split('\n\n')[0])
 
 
 if __name__ == '__main__':
