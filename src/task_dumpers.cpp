@@ -76,20 +76,35 @@ bool UnregisterTaskDumper() {
   const int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
   PyObject* fn = nullptr;
   bool found = false;
-  PyThreadState* tstate = PyEval_SaveThread();
-  {
-    std::unique_lock lock(mu);
-    idle_cv.wait(lock, [id] {
-      auto it = dumpers->find(id);
-      return it == dumpers->end() || it->second.busy == 0;
-    });
+  const auto take = [&] {
     if (auto it = dumpers->find(id); it != dumpers->end()) {
       fn = it->second.fn;
       dumpers->erase(it);
       found = true;
     }
+  };
+  const auto idle = [id] {
+    auto it = dumpers->find(id);
+    return it == dumpers->end() || it->second.busy == 0;
+  };
+  bool waited = false;
+  {
+    std::lock_guard lock(mu);  // the GIL, then mu: allowed (nobody waits for the GIL holding mu)
+    if (idle()) {
+      take();
+    } else {
+      waited = true;
+    }
   }
-  PyEval_RestoreThread(tstate);
+  if (waited) {  // a call is in progress, on the io thread: it needs the GIL to finish
+    PyThreadState* tstate = PyEval_SaveThread();
+    {
+      std::unique_lock lock(mu);
+      idle_cv.wait(lock, idle);
+      take();
+    }
+    PyEval_RestoreThread(tstate);
+  }
   Py_XDECREF(fn);
   return found;
 }

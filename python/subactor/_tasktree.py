@@ -18,6 +18,7 @@ import math
 import os
 import threading
 import types
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -32,9 +33,10 @@ MAX_CHAIN = 100
 
 @dataclasses.dataclass
 class _Registration:
-    actor: Actor
-    root_task: Any
-    runner: Any
+    # Weak: a registration must never keep an actor, its tasks or its run (and their sockets) alive.
+    actor: weakref.ref[Actor]
+    root_task: weakref.ref[Any]
+    runner: weakref.ref[Any]
     loop_native_id: int
     interp_id: int
 
@@ -50,9 +52,9 @@ def register(actor: Actor, native: Any) -> None:
     from trio._core import _run
 
     _registration = _Registration(
-        actor,
-        trio.lowlevel.current_root_task(),
-        _run.GLOBAL_RUN_CONTEXT.runner,
+        weakref.ref(actor),
+        weakref.ref(trio.lowlevel.current_root_task()),
+        weakref.ref(_run.GLOBAL_RUN_CONTEXT.runner),
         threading.get_native_id(),
         actor.interp_id if actor.interp_id is not None else _interp_id(),
     )
@@ -83,15 +85,17 @@ def _dump_json() -> str:
 def snapshot() -> dict[str, Any]:
     """This interpreter's actor: identity, its trio task tree, its children as its nurseries see them."""
     reg = _registration
-    if reg is None:
+    actor, root_task, runner = (
+        (reg.actor(), reg.root_task(), reg.runner()) if reg is not None else (None, None, None)
+    )
+    if reg is None or actor is None or root_task is None or runner is None:
         return {'error': 'no actor runs in this interpreter'}
-    actor = reg.actor
     try:
-        now = reg.runner.clock.current_time()
+        now = runner.clock.current_time()
     except Exception:
         now = math.nan
     rpc = _rpc_labels(actor)
-    walk = _Walk(now, rpc, set(_safe_list(getattr(reg.runner, 'runq', ()))))
+    walk = _Walk(now, rpc, set(_safe_list(getattr(runner, 'runq', ()))))
     return {
         'name': actor.name,
         'uid': list(actor.uid),
@@ -102,7 +106,7 @@ def snapshot() -> dict[str, Any]:
         'loop_native_id': reg.loop_native_id,
         'cancel_called': bool(getattr(actor, '_cancel_called', False)),
         'dump_child_timeout': getattr(actor.bounds, 'dump_child_timeout', None),
-        'tasks': walk.task(reg.root_task, None),
+        'tasks': walk.task(root_task, None),
         'tasks_truncated': walk.count >= MAX_TASKS,
         'children': _children(actor),
     }
