@@ -180,3 +180,30 @@ async def test_spinning_orphan_exits_after_its_parent_process_is_killed():
             os.close(pidfd)
         if grandchild is not None and not process_gone(grandchild['pid']):
             os.kill(grandchild['pid'], signal.SIGKILL)
+
+
+@actor_test(bounds={'kill_ack_grace': 0.2, 'interrupt_join_timeout': 2.0, 'terminate_timeout': 0.5})
+async def test_two_hard_kills_of_one_child_at_once_end_it_once():
+    """A spawn whose registration is cancelled kills its child while the nursery's cancel kills it too: the
+    second kill waits for the first instead of waiting on the same descriptor (BusyResourceError)."""
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('spinner', enable_modules=['actors.stuck'])
+        rec = next(rec for rec in an._children.values() if rec.portal is portal)
+        rec.cancel_requested = True  # as the nursery's own kill paths mark it: its exit is expected
+        child = rec.child
+        async with trio.open_nursery() as n:
+            await n.start(_hold_context_until_killed, portal)  # the child spins: it acknowledges nothing
+            with trio.fail_after(20):
+                async with trio.open_nursery() as kills:
+                    kills.start_soon(child.hard_kill)
+                    kills.start_soon(child.hard_kill)
+            assert child.exited()
+        await an.cancel()
+
+
+async def _hold_context_until_killed(portal, task_status=trio.TASK_STATUS_IGNORED):
+    with pytest.raises((subactor.TransportClosed, subactor.ContextCancelled)):
+        async with portal.open_context(stuck.spin_after_started) as (_, first):
+            assert first == 'spinning'
+            task_status.started()
+            await trio.sleep_forever()

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -20,6 +22,31 @@ if TYPE_CHECKING:
 log = logging.getLogger('subactor')
 
 
+def _single_flight(kill: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """One hard kill of a child at a time: a caller that finds one running waits for it to end instead of
+    starting another. Two paths may escalate on the same child at once (a spawn whose registration is cancelled
+    kills its child while the nursery's cancel, which already lists it, kills it too); two kills would both wait
+    on the same descriptor (the kill socket's acknowledgement, a process's pidfd), which trio refuses with
+    BusyResourceError."""
+
+    @functools.wraps(kill)
+    async def hard_kill(self: Any) -> None:
+        running: trio.Event | None = self.__dict__.get('_hard_kill_running')
+        if running is not None:
+            with trio.CancelScope(shield=True):  # as the kill it waits for: teardown must finish
+                await running.wait()
+            return
+        running = self._hard_kill_running = trio.Event()
+        try:
+            await kill(self)
+        finally:
+            self._hard_kill_running = None
+            running.set()
+
+    hard_kill.__single_flight__ = True  # type: ignore[attr-defined]
+    return hard_kill
+
+
 class Child(abc.ABC):
     """A started child actor as its backend sees it: something that exits, can be killed, and can explain."""
 
@@ -28,6 +55,13 @@ class Child(abc.ABC):
     #: set when the backend had to give up on the child (its thread is stuck in C)
     abandoned: bool = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every backend's hard_kill runs one at a time per child (see _single_flight).
+        super().__init_subclass__(**kwargs)
+        kill = cls.__dict__.get('hard_kill')
+        if kill is not None and not getattr(kill, '__single_flight__', False):
+            setattr(cls, 'hard_kill', _single_flight(kill))  # noqa: B010
+
     @abc.abstractmethod
     async def wait(self) -> int | None:
         """Wait (without polling) until the child has exited; its exit status (None when unknown)."""
@@ -35,7 +69,7 @@ class Child(abc.ABC):
     @abc.abstractmethod
     async def hard_kill(self) -> None:
         """Escalate past a graceful cancel: end the child by force, every step bounded; returns when it is
-        gone or given up on (`abandoned`)."""
+        gone or given up on (`abandoned`). A second call while one runs waits for it (see _single_flight)."""
 
     @abc.abstractmethod
     def kill_now(self) -> None:
