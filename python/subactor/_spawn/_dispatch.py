@@ -23,4 +23,8 @@ async def spawn(method: str, uid: tuple[str, str], bounds: Bounds) -> tuple[Chil
         from ._mp import spawn_mp
 
         return await spawn_mp(uid, method, bounds)
+    if method == 'forkserver':
+        from ._forkserver import spawn_forkserver
+
+        return await spawn_forkserver(uid, method, bounds)
     raise ValueError(f'no backend implements spawn method {method!r}')

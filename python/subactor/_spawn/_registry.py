@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
+import signal
 import sys
 from collections.abc import Callable
 
@@ -66,6 +68,14 @@ def _check_subint() -> str | None:
     return None
 
 
+def _check_forkserver() -> str | None:
+    if not sys.platform.startswith('linux'):
+        return f'it needs Linux (pidfds, SCM_RIGHTS over SOCK_SEQPACKET sockets), this is {sys.platform}'
+    if not hasattr(signal, 'pidfd_send_signal') or not hasattr(os, 'pidfd_open'):
+        return f'it needs os.pidfd_open and signal.pidfd_send_signal (Python >= 3.9 on Linux >= 5.3): {python_identity()}'
+    return None
+
+
 def _check_subint_fork() -> str | None:
     return (
         'forking from a subinterpreter is not possible: CPython kills the forked child at once '
@@ -81,6 +91,10 @@ _CHECKS: dict[str, tuple[Callable[[], str | None], str]] = {
     'mp_forkserver': (
         _check_mp('mp_forkserver'),
         "each actor is forked by multiprocessing's fork server (itself started by fork+exec)",
+    ),
+    'forkserver': (
+        _check_forkserver,
+        "each actor is forked by subactor's own fork server (started by fork+exec, runtime preloaded)",
     ),
     'subint': (
         _check_subint,

@@ -50,31 +50,34 @@ class ProcessChild(Child):
 
     async def pump_output(self) -> None:
         """Forward the child's stderr to ours, keeping the tail for error reports."""
-        stream = self.proc.stderr
-        if stream is None:
-            return
-        out = sys.stderr
-        pending = b''
-        try:
-            while True:
-                data = await stream.receive_some(65536)
-                if not data:
-                    break
-                pending += data
-                *lines, pending = pending.split(b'\n')
-                for line in lines:
-                    text = line.decode(errors='replace') + '\n'
-                    self._tail.append(text)
-                    out.write(text)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
-        if pending:
-            self._tail.append(pending.decode(errors='replace'))
-            out.write(pending.decode(errors='replace') + '\n')
+        if self.proc.stderr is not None:
+            await forward_stderr(self.proc.stderr, self._tail)
 
     def cleanup(self) -> None:
         if self.proc.stderr is not None:
             self.proc.stderr.close()  # type: ignore[attr-defined]  # a trio FdStream, which has close()
+
+
+async def forward_stderr(stream: trio.abc.ReceiveStream, tail: collections.deque[str]) -> None:
+    """Copy a child's stderr pipe to our sys.stderr line by line until EOF, keeping the last lines in `tail`."""
+    out = sys.stderr
+    pending = b''
+    try:
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            pending += data
+            *lines, pending = pending.split(b'\n')
+            for line in lines:
+                text = line.decode(errors='replace') + '\n'
+                tail.append(text)
+                out.write(text)
+    except (trio.ClosedResourceError, trio.BrokenResourceError):
+        pass
+    if pending:
+        tail.append(pending.decode(errors='replace'))
+        out.write(pending.decode(errors='replace') + '\n')
 
 
 async def spawn_process(
