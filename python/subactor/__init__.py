@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ._discovery import find_actor, get_registry, wait_for_actor
     from ._portal import Portal
     from ._root import open_root_actor
+    from ._spawn._forkserver import set_forkserver_preload
     from ._spawn._warm_pool import (
         WarmPoolStatus,
         close_warm_pool,
@@ -93,6 +94,7 @@ __all__ = [
     'open_nursery',
     'open_root_actor',
     'resource_delta_fixture',
+    'set_forkserver_preload',
     'set_warm_pool_size',
     'track_resource_deltas',
     'try_set_start_method',
@@ -118,6 +120,7 @@ _LAZY = {
     'dump_on_hang': '.devx',
     'track_resource_deltas': '.devx',
     'resource_delta_fixture': '.devx',
+    'set_forkserver_preload': '._spawn._forkserver',
     'set_warm_pool_size': '._spawn._warm_pool',
     'close_warm_pool': '._spawn._warm_pool',
     'warm_pool_status': '._spawn._warm_pool',

@@ -209,7 +209,7 @@ def test_a_secret_file_others_may_read_is_refused(tmp_path, monkeypatch):
         _auth.tree_secret(b'short')
 
 
-@pytest.mark.parametrize('method', ['trio', 'mp_spawn', 'mp_forkserver'])
+@pytest.mark.parametrize('method', ['trio', 'mp_spawn', 'mp_forkserver', 'forkserver'])
 @actor_test(root=False)
 async def test_the_secret_is_not_in_a_childs_argv_or_environment(method):
     async with subactor.open_root_actor(start_method=method) as root, subactor.open_nursery() as an:

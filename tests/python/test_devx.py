@@ -122,7 +122,7 @@ def test_public_names_are_exported_by_the_facade():
 
 
 @pytest.mark.skipon_spawn_backend(
-    'trio', 'mp_spawn', 'mp_forkserver', reason='actors in this process: subint'
+    'trio', 'mp_spawn', 'mp_forkserver', 'forkserver', reason='actors in this process: subint'
 )
 @actor_test(bounds=FAST)
 async def test_dump_labels_a_hung_subint_actor_and_names_its_function(tmp_path):

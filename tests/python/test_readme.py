@@ -101,5 +101,5 @@ def test_demo_offers_only_backends_that_can_run(capsys):
     with pytest.raises(SystemExit):
         demo.cli(['--help'])
     usage = capsys.readouterr().out
-    assert '--backend {mp_forkserver,mp_spawn,subint,trio}' in usage
+    assert '--backend {forkserver,mp_forkserver,mp_spawn,subint,trio}' in usage
     assert 'subint_fork' not in usage

@@ -11,7 +11,7 @@ import subactor
 from subactor._spawn import _registry
 
 PYTHON_DIR = str(Path(subactor.__file__).resolve().parent.parent)
-EXPECTED_KEYS = {'trio', 'subint', 'mp_spawn', 'mp_forkserver', 'subint_fork'}
+EXPECTED_KEYS = {'trio', 'subint', 'mp_spawn', 'mp_forkserver', 'forkserver', 'subint_fork'}
 
 
 def test_every_key_is_registered_with_availability():

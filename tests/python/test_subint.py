@@ -15,7 +15,7 @@ from actors import basic, finalization, stuck
 from subactor.testing import actor_test
 
 pytestmark = pytest.mark.skipon_spawn_backend(
-    'trio', 'mp_spawn', 'mp_forkserver', reason='tests of the subint backend itself'
+    'trio', 'mp_spawn', 'mp_forkserver', 'forkserver', reason='tests of the subint backend itself'
 )
 
 FAST = {'cancel_timeout': 0.3, 'interrupt_join_timeout': 1.5}

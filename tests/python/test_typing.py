@@ -20,7 +20,11 @@ TYPED = REPO / 'tests' / 'typing'
 
 # mypy's verdicts do not depend on the spawn backend: run them once, under the default one.
 once = pytest.mark.skipon_spawn_backend(
-    'subint', 'mp_spawn', 'mp_forkserver', reason='a static check: runs under the default backend only'
+    'subint',
+    'mp_spawn',
+    'mp_forkserver',
+    'forkserver',
+    reason='a static check: runs under the default backend only',
 )
 
 

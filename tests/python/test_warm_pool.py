@@ -12,7 +12,7 @@ from actors import basic
 from subactor.testing import actor_test
 
 pytestmark = pytest.mark.skipon_spawn_backend(
-    'trio', 'mp_spawn', 'mp_forkserver', reason='tests of the subint backend itself'
+    'trio', 'mp_spawn', 'mp_forkserver', 'forkserver', reason='tests of the subint backend itself'
 )
 
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -154,7 +154,9 @@ def _ensure_server(bounds: Bounds) -> _Server:
 class ForkChild(Child):
     """A child actor forked by the fork server: exit status from the server, signals through our pidfd."""
 
-    def __init__(self, conn: trio.socket.SocketType, pid: int, pidfd: int, stderr_fd: int, bounds: Bounds) -> None:
+    def __init__(
+        self, conn: trio.socket.SocketType, pid: int, pidfd: int, stderr_fd: int, bounds: Bounds
+    ) -> None:
         self.pid = pid
         self._conn = conn
         self._pidfd = pidfd
@@ -247,12 +249,16 @@ async def spawn_forkserver(uid: tuple[str, str], method: str, bounds: Bounds) ->
         try:
             with trio.fail_after(bounds.handshake_timeout):
                 await conn.connect(server.path)
-                fds = array.array('i', [child_sock.fileno(), err_w, sys.__stdout__.fileno() if sys.__stdout__ else 1])
+                fds = array.array(
+                    'i', [child_sock.fileno(), err_w, sys.__stdout__.fileno() if sys.__stdout__ else 1]
+                )
                 await conn.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
                 child_sock.close()
                 os.close(err_w)
                 err_w = -1
-                data, ancdata, _flags, _ = await conn.recvmsg(_MAX_REPLY_BYTES, socket.CMSG_SPACE(fds.itemsize))
+                data, ancdata, _flags, _ = await conn.recvmsg(
+                    _MAX_REPLY_BYTES, socket.CMSG_SPACE(fds.itemsize)
+                )
         except trio.TooSlowError:
             raise ActorFailure(
                 f'{server.gone_detail()} did not answer the spawn request for {uid[0]!r} within '
@@ -263,7 +269,9 @@ async def spawn_forkserver(uid: tuple[str, str], method: str, bounds: Bounds) ->
                 f'cannot ask {server.gone_detail()} at {server.path!r} for child {uid[0]!r}: {exc}'
             ) from None
         pidfds = _received_fds(ancdata)
-        reply = json.loads(data) if data else {'error': f'{server.gone_detail()} closed the request unanswered'}
+        reply: dict[str, Any] = (
+            json.loads(data) if data else {'error': f'{server.gone_detail()} closed the request unanswered'}
+        )
         if 'error' in reply:
             raise ActorFailure(f'the fork server could not start child {uid[0]!r}: {reply["error"]}')
         if len(pidfds) != 1 or not isinstance(reply.get('pid'), int):

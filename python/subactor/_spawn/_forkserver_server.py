@@ -71,7 +71,9 @@ class _Kid:
 
 
 class Server:
-    def __init__(self, listen_fd: int, creator_pid: int, path: str, timeout: float, broken: str | None) -> None:
+    def __init__(
+        self, listen_fd: int, creator_pid: int, path: str, timeout: float, broken: str | None
+    ) -> None:
         self.listener = socket.socket(fileno=listen_fd)
         self.listener.setblocking(True)
         self.creator = os.pidfd_open(creator_pid)
@@ -145,7 +147,9 @@ class Server:
     @staticmethod
     def parse(data: bytes, fds: list[int], flags: int) -> dict[str, Any]:
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-            raise RequestRefused(f'request truncated (over {MAX_REQUEST_BYTES} bytes or {REQUEST_FDS} descriptors)')
+            raise RequestRefused(
+                f'request truncated (over {MAX_REQUEST_BYTES} bytes or {REQUEST_FDS} descriptors)'
+            )
         if len(fds) != REQUEST_FDS:
             raise RequestRefused(f'a request carries {REQUEST_FDS} descriptors, this one {len(fds)}')
         try:
@@ -164,7 +168,8 @@ class Server:
         )
         if not ok:
             raise RequestRefused(f'malformed request {data[:200]!r}')
-        return request
+        valid: dict[str, Any] = request
+        return valid
 
     def fork(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> _Kid:
         for stream in (sys.stdout, sys.stderr):
@@ -254,7 +259,9 @@ def preload(modules: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m subactor._spawn._forkserver_server')
-    parser.add_argument('--listen-fd', type=int, required=True, help='the bound, listening SOCK_SEQPACKET socket')
+    parser.add_argument(
+        '--listen-fd', type=int, required=True, help='the bound, listening SOCK_SEQPACKET socket'
+    )
     parser.add_argument('--creator-pid', type=int, required=True, help='exit when this process ends')
     parser.add_argument('--path', required=True, help="the listening socket's path (removed at exit)")
     parser.add_argument('--request-timeout', type=float, required=True, help='bound on reading one request')
