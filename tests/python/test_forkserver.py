@@ -1,5 +1,6 @@
 # The forkserver backend itself: concurrent spawns, who forks and reaps children, exit status, preloading, the
 # single-thread rule, nested spawns and the server's lifetime. The rest of the suite runs on it as on any backend.
+import contextlib
 import hashlib
 import os
 import select
@@ -12,7 +13,7 @@ import pytest
 import trio
 
 import subactor
-from actors import basic, forkserver_probe
+from actors import basic, forkserver_probe, stuck
 from subactor._spawn import _forkserver
 from subactor.testing import actor_test
 
@@ -71,12 +72,25 @@ async def test_exit_status_of_a_killed_child_comes_from_the_server():
 
 
 @actor_test
-async def test_a_hard_kill_signals_the_child_through_its_pidfd():
+async def test_a_hard_kill_signals_a_child_stuck_in_c_through_its_pidfd():
+    """A child blocked in a C call cannot see its channel close: only the signal (SIGTERM through the pidfd we
+    got from the server) ends it."""
     async with subactor.open_nursery() as an:
-        portal = await an.start_actor('refuser', enable_modules=['actors.basic'])
+        portal = await an.start_actor('stuck', enable_modules=['actors.basic', 'actors.stuck'])
         pid = await portal.run(basic.pid)
-        await an.cancel(hard_kill=True)
-        assert an.hard_killed and an.hard_killed[0]['name'] == 'refuser'
+
+        async def hold(task_status=trio.TASK_STATUS_IGNORED):
+            with contextlib.suppress(subactor.TransportClosed):  # the kill closes the channel under it
+                async with portal.open_context(stuck.block_in_c_after_started) as (_, first):
+                    task_status.started(first)
+                    await trio.sleep_forever()
+
+        async with trio.open_nursery() as n:
+            await n.start(hold)
+            with trio.fail_after(10):
+                await an.cancel(hard_kill=True)
+            n.cancel_scope.cancel()
+        assert an.hard_killed and an.hard_killed[0]['name'] == 'stuck'
     assert _wait_gone(pid, 5)
 
 
