@@ -8,6 +8,13 @@ def noop() -> None:
     """The round-trip probe: does nothing, returns None."""
 
 
+def pid() -> int:
+    """This actor's process id (its memory is read from /proc by the fork-server bench)."""
+    import os
+
+    return os.getpid()
+
+
 @subactor.context
 async def stream_out(ctx: subactor.Context, count: int, size: int) -> int:
     """Send `count` payloads of `size` bytes to the caller once it says 'go'; returns how many were sent."""

@@ -131,7 +131,7 @@ case "$cmd" in
     # their leak checks expect no warm interpreter pool around).
     failed=()
     do_pytest tests/python "$@" || failed+=(trio)
-    for backend in subint mp_spawn mp_forkserver; do
+    for backend in subint mp_spawn mp_forkserver forkserver; do
       do_pytest tests/python --spawn-backend="$backend" --ignore-glob='tests/python/test_native_*' "$@" \
         || failed+=("$backend")
     done
