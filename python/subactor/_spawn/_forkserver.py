@@ -27,7 +27,7 @@ import trio
 from .._errors import ActorFailure
 from .._ipc import Channel, channel_from_socket
 from .._rundir import runtime_dir
-from ._base import Child, child_env
+from ._base import Child, child_env, terminate_then_kill
 from ._trio import forward_stderr
 
 if TYPE_CHECKING:
@@ -155,8 +155,9 @@ class ForkChild(Child):
     """A child actor forked by the fork server: exit status from the server, signals through our pidfd."""
 
     def __init__(
-        self, conn: trio.socket.SocketType, pid: int, pidfd: int, stderr_fd: int, bounds: Bounds
+        self, name: str, conn: trio.socket.SocketType, pid: int, pidfd: int, stderr_fd: int, bounds: Bounds
     ) -> None:
+        self.name = name
         self.pid = pid
         self._conn = conn
         self._pidfd = pidfd
@@ -198,16 +199,15 @@ class ForkChild(Child):
         with contextlib.suppress(ProcessLookupError, OSError):  # exited already (maybe not yet reported)
             signal.pidfd_send_signal(self._pidfd, sig)
 
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
     async def hard_kill(self) -> None:
-        if self.exited():
-            return
-        with trio.CancelScope(shield=True):
-            self._signal(signal.SIGTERM)
-            with trio.move_on_after(self._bounds.terminate_timeout):
-                await self._gone.wait()
-                return
-            self._signal(signal.SIGKILL)  # cannot be refused: the kernel ends it promptly
-            await self._gone.wait()
+        if not self.exited():
+            await terminate_then_kill(self, self.wait, self._bounds.terminate_timeout, self.name)
 
     def kill_now(self) -> None:
         if not self.exited():
@@ -286,5 +286,5 @@ async def spawn_forkserver(uid: tuple[str, str], method: str, bounds: Bounds) ->
         child_sock.close()
         if err_w >= 0:
             os.close(err_w)
-    child = ForkChild(conn, reply['pid'], pidfds[0], err_r, bounds)
+    child = ForkChild(uid[0], conn, reply['pid'], pidfds[0], err_r, bounds)
     return child, channel_from_socket(parent_sock, label='child')
