@@ -238,3 +238,28 @@ def test_the_server_and_its_orphans_exit_when_the_root_process_is_killed(tmp_pat
             proc.wait()
     assert _wait_gone(server, 10), 'the fork server outlived its creator'
     assert _wait_gone(child, 10), 'the orphaned child outlived its parent'
+
+
+@actor_test
+async def test_spawns_work_while_this_process_has_subinterpreters():
+    """The server is started by fork+exec, so a root with live subinterpreters is safe (gh-139759); started here
+    afresh, after a subint actor exists, to show it."""
+    if not subactor.available_spawn_methods()['subint'].available:
+        pytest.skip('no subint backend here')
+    saved = _forkserver._server
+    _forkserver._server = None  # a fresh server, started while a subinterpreter lives
+    try:
+        async with subactor.open_nursery(start_method='subint') as subs:
+            sub = await subs.start_actor('sub', enable_modules=['actors.basic'])
+            assert await sub.run(basic.pid) == os.getpid()
+            async with subactor.open_nursery() as an:
+                portal = await an.start_actor('forked', enable_modules=['actors.forkserver_probe'])
+                view = await portal.run(forkserver_probe.process_view)
+                assert view['ppid'] == _forkserver.server_pid() != os.getpid()
+                await portal.cancel_actor()
+            await sub.cancel_actor()
+    finally:
+        fresh, _forkserver._server = _forkserver._server, saved
+        if fresh is not None and fresh.proc is not None and fresh is not saved:
+            fresh.proc.terminate()
+            fresh.proc.wait(5)
