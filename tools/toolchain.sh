@@ -17,7 +17,7 @@ PACKAGES=(
   g++ cmake ninja-build make git pybind11-dev libgtest-dev libgmock-dev libasio-dev libbenchmark-dev
   python3-pytest python3-pytest-timeout python3-trio python3-msgspec python3-psutil python3-pexpect
   python3-scikit-build-core python3-pip python3-venv
-  ruff clang-format clang-tidy
+  ruff mypy clang-format clang-tidy
   python3.13 procps strace gdb
 )
 
