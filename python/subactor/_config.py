@@ -12,6 +12,21 @@ RPC_SHARE_OF_BUDGET = 0.8
 CHILD_SHARE_OF_BUDGET = 0.5
 
 
+def seconds_from_env(name: str, default: float) -> float:
+    """A module-level bound read from the environment variable `name` (unset or empty: `default`); a value
+    that is not a number of seconds >= 0 is refused with the variable's name."""
+    raw = os.environ.get(name, '')
+    if raw == '':
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < math.inf):
+        raise ValueError(f'{name} must be a number of seconds >= 0, not {raw!r}')
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Bounds:
     """Every bounded wait in the runtime, and the two scheduling bounds (send_yield_interval,

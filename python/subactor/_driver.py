@@ -30,6 +30,7 @@ import atexit
 import os
 import sys
 
+from ._config import seconds_from_env
 from ._native import (
     Interpreter,
     Outcome,
@@ -82,26 +83,13 @@ __all__ = [
 MAIN_INTERPRETER_ID = 0
 
 
-def _seconds_from_env(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == '':
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not (0 <= value < float('inf')):
-        raise ValueError(f'{name} must be a number of seconds >= 0, not {raw!r}')
-    return value
-
-
 #: How long the exit hook waits in all for interrupted interpreters to be done (env SUBACTOR_EXIT_JOIN_TIMEOUT).
-EXIT_JOIN_TIMEOUT: float = _seconds_from_env('SUBACTOR_EXIT_JOIN_TIMEOUT', 2.0)
+EXIT_JOIN_TIMEOUT: float = seconds_from_env('SUBACTOR_EXIT_JOIN_TIMEOUT', 2.0)
 
 #: How long the exit hook then waits in all for the done interpreters to finish ending, i.e. to be finalized
 #: (env SUBACTOR_EXIT_FINALIZE_TIMEOUT). Generous: each takes tens of ms, one after the other on the shared
 #: GIL, and a process that exits right after tearing down many actors has all of them still ending.
-EXIT_FINALIZE_TIMEOUT: float = _seconds_from_env('SUBACTOR_EXIT_FINALIZE_TIMEOUT', 30.0)
+EXIT_FINALIZE_TIMEOUT: float = seconds_from_env('SUBACTOR_EXIT_FINALIZE_TIMEOUT', 30.0)
 
 
 #: Whether the last of a run of interpreter finalizations hands the C heap's free memory back to the OS

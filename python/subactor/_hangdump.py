@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ._config import seconds_from_env
+
 __all__ = [
     'DUMP_CLIENT_TIMEOUT',
     'DUMP_COMPLETE_TIMEOUT',
@@ -53,26 +55,13 @@ __all__ = [
 ]
 
 
-def _seconds_from_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, '')
-    if raw == '':
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not (0 <= value < math.inf):
-        raise ValueError(f'{name} must be a number of seconds >= 0, not {raw!r}')
-    return value
-
-
 #: How long leaving a `dump_on_hang` block waits for a dump already being written to be complete
 #: (env SUBACTOR_DUMP_COMPLETE_TIMEOUT). The dump needs the GIL, which the waiting thread releases, and asks
 #: process children for their sections (each bounded by `Bounds.dump_child_timeout`).
-DUMP_COMPLETE_TIMEOUT: float = _seconds_from_env('SUBACTOR_DUMP_COMPLETE_TIMEOUT', 10.0)
+DUMP_COMPLETE_TIMEOUT: float = seconds_from_env('SUBACTOR_DUMP_COMPLETE_TIMEOUT', 10.0)
 
 #: How long `python -m subactor.devx dump PID` waits for the whole dump (env SUBACTOR_DUMP_CLIENT_TIMEOUT).
-DUMP_CLIENT_TIMEOUT: float = _seconds_from_env('SUBACTOR_DUMP_CLIENT_TIMEOUT', 30.0)
+DUMP_CLIENT_TIMEOUT: float = seconds_from_env('SUBACTOR_DUMP_CLIENT_TIMEOUT', 30.0)
 
 #: The last line of every complete dump.
 DUMP_END = '=== end of subactor stack dump ==='

@@ -69,6 +69,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _hangdump
+from ._config import seconds_from_env
 from ._hangdump import (
     DUMP_CLIENT_TIMEOUT,
     DUMP_COMPLETE_TIMEOUT,
@@ -107,22 +108,9 @@ __all__ = [
 ]
 
 
-def _seconds_from_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, '')
-    if raw == '':
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not (0 <= value < math.inf):
-        raise ValueError(f'{name} must be a number of seconds >= 0, not {raw!r}')
-    return value
-
-
 #: How long `track_resource_deltas` gives threads and interpreters that are ending to be gone before they
 #: count as leaked (env SUBACTOR_LEAK_SETTLE_TIMEOUT). Only a block that leaks waits this long.
-LEAK_SETTLE_TIMEOUT: float = _seconds_from_env('SUBACTOR_LEAK_SETTLE_TIMEOUT', 5.0)
+LEAK_SETTLE_TIMEOUT: float = seconds_from_env('SUBACTOR_LEAK_SETTLE_TIMEOUT', 5.0)
 
 # --- resource deltas ---------------------------------------------------------------------------------------
 
