@@ -197,7 +197,7 @@ async def test_two_hard_kills_of_one_child_at_once_end_it_once():
                 async with trio.open_nursery() as kills:
                     kills.start_soon(child.hard_kill)
                     kills.start_soon(child.hard_kill)
-            assert child.exited()
+                await rec.exited.wait()  # its supervisor saw it gone (and released it: no child.exited() now)
         await an.cancel()
 
 
