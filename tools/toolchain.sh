@@ -19,6 +19,7 @@ PACKAGES=(
   python3-scikit-build-core python3-pip python3-venv
   ruff mypy clang-format clang-tidy
   python3.13 procps strace gdb
+  libmsgpack-cxx-dev openssh-server openssh-client iproute2 python3-matplotlib
 )
 
 die() { echo "toolchain: $*" >&2; exit 2; }
