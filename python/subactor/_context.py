@@ -386,7 +386,16 @@ class MsgStream:
                 ctx._consumed += 1
                 if ctx._consumed >= max(1, ctx._window // 2) and ctx._final is None:
                     n, ctx._consumed = ctx._consumed, 0
-                    await ctx._send_quietly(Credit(ctx.cid, n))
+                    try:
+                        await ctx._send_quietly(Credit(ctx.cid, n))
+                    except trio.Cancelled:
+                        # Cancelled before the credit went out (a send cancelled part-way aborts the channel):
+                        # the message goes back to the front of the inbox, unread and uncounted, so the next
+                        # receive returns it and grants the credit then. Nothing is lost to a cancelled receive.
+                        ctx._inbox.appendleft(msg)
+                        ctx._buffered_yields += 1
+                        ctx._consumed = n - 1
+                        raise
             return msg.value
         if isinstance(msg, Stop):
             ctx._peer_stopped = True

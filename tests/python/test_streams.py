@@ -105,6 +105,29 @@ async def test_slow_receiver_makes_fast_sender_wait():
 
 
 @actor_test
+async def test_a_cancelled_receive_loses_no_message():
+    # With a window of 2 the receiver grants credit after every message it reads; a receive cancelled while that
+    # credit is being sent must leave the message for the next receive.
+    async with subactor.open_nursery() as an:
+        portal = await an.start_actor('fast-sender', enable_modules=['actors.streaming'])
+        async with (
+            portal.open_context(streaming.gated_sender, n=20) as (ctx, _),
+            ctx.open_stream(msg_buffer_size=2) as stream,
+        ):
+            await stream.send('go')
+            # The reply comes after the window's Yields on the same channel: both are buffered here now.
+            assert await portal.run(streaming.sent_count_when_stalled) == 2
+            with trio.CancelScope() as cs:
+                cs.cancel()
+                await stream.receive()
+            assert cs.cancelled_caught
+            received = [await stream.receive() for _ in range(20)]
+        assert received == list(range(20))
+        assert await ctx.wait_for_result() == 20
+        await portal.cancel_actor()
+
+
+@actor_test
 async def test_overrun_without_backpressure_raises_stream_overrun():
     async with subactor.open_nursery() as an:
         portal = await start_worker(an)
