@@ -1,5 +1,6 @@
 # The subint backend's own guarantees: escalation steps, channel abort, abandoned threads, interpreter identity.
 import functools
+import logging
 import os
 import subprocess
 import sys
@@ -92,6 +93,42 @@ async def test_kill_byte_alone_unwinds_a_shielded_child_and_runs_its_finally_blo
             await an.cancel()
         assert trio.current_time() - start < 5.0  # cancel_timeout + unwinding, far below the 10 s grace
     assert record.read_text() == 'HardKilled'
+    assert subactor.current_actor().abandoned == []
+
+
+@actor_test(bounds=FAST)
+async def test_a_hard_kill_injects_nothing_into_a_child_whose_loop_has_ended(tmp_path):
+    """The kill byte ends the child's loop; its exit then waits in an atexit callback. The next kill byte gets
+    end-of-file: the parent waits for the exit sweep instead of injecting KeyboardInterrupt into it."""
+    record = tmp_path / 'atexit-ended-with'
+    gate_r, gate_w = os.pipe()
+    saw_the_ended_loop = trio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if 'its loop has ended' in text or 'injecting KeyboardInterrupt' in text:
+                saw_the_ended_loop.set()
+
+    watch = Watch(logging.INFO)
+    logger = logging.getLogger('subactor')
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(watch)
+    try:
+        async with subactor.open_nursery() as an:
+            portal = await an.start_actor('slow-exit', enable_modules=['actors.stuck'])
+            await portal.run(stuck.block_exit_until, gate=gate_r, path=str(record))
+            async with trio.open_nursery() as n:
+                n.start_soon(functools.partial(an.cancel, hard_kill=True))
+                await saw_the_ended_loop.wait()
+                os.write(gate_w, b'x')
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(level)
+        os.close(gate_r)
+        os.close(gate_w)
+    assert record.read_text() == 'clean'
     assert subactor.current_actor().abandoned == []
 
 

@@ -138,6 +138,8 @@ class SubintChild(Child):
         # The kill socketpair: we keep `_kill` and send kill bytes on it; the child works on a dup of
         # `_kill_child_end` (ours is closed after the handshake) and answers each byte with an acknowledgement.
         self._kill, self._kill_child_end = kill_socks
+        # Set when a kill byte is answered with end-of-file: the child's loop is over, its exit sweep runs.
+        self._loop_ended = False
         # Set when the interpreter is done (done_fd readable: the actor's code, threads and atexit callbacks are
         # over, the outcome is known) or abandoned. Its interpreter may still be ending then: finalization costs
         # tens of ms of shared-GIL time and is no part of the actor's life, so no teardown waits for it
@@ -205,6 +207,11 @@ class SubintChild(Child):
         3. Acknowledged but still running after a backoff step: a task that was runnable (not parked) when the
            byte came was not reached, and may now spin. Send another byte; no acknowledgement means step 2.
         4. Still running when T is spent: the thread is stuck in C; it is abandoned (never destroyed from here).
+
+        A byte answered with end-of-file means the child's loop has ended: it is in its exit sweep (waiting for
+        its own children, threads and atexit callbacks, each bounded by its own copy of these bounds). Nothing is
+        injected into it then (an exception there would cut its sweep short and orphan what it waits for); it
+        gets a fresh T, counted from the end-of-file, to be done, and is abandoned only after that.
         """
         with trio.CancelScope(shield=True), _quick_gil_handoffs(self._bounds.kill_switch_interval):
             if self._forgo_start():
@@ -221,6 +228,15 @@ class SubintChild(Child):
             acked = await self._ack_within(self._bounds.kill_ack_grace)
             step = 0
             while not self._gone.is_set() and trio.current_time() < deadline:
+                if self._loop_ended:
+                    log.info(
+                        'actor %r (interpreter %s): its loop has ended; waiting up to %.2f s for its exit sweep',
+                        self.name,
+                        self.handle.id,
+                        self._bounds.interrupt_join_timeout,
+                    )
+                    deadline = trio.current_time() + self._bounds.interrupt_join_timeout
+                    break
                 wait = min(unit * 2 ** min(step, attempts - 1), max(0.0, deadline - trio.current_time()))
                 step += 1
                 if acked:
@@ -253,14 +269,19 @@ class SubintChild(Child):
                 self.name,
                 self.handle.id,
                 self._bounds.interrupt_join_timeout,
-                'its loop acknowledged the kill' if acked else 'its loop never ran',
+                'its loop ended'
+                if self._loop_ended
+                else 'its loop acknowledged the kill'
+                if acked
+                else 'its loop never ran',
             )
             self.handle.abandon()
             self.abandoned = True
             self._gone.set()
 
     async def _ack_within(self, seconds: float) -> bool:
-        """True if the child acknowledged a kill byte within `seconds`; False if it ended or stayed silent."""
+        """True if the child acknowledged a kill byte within `seconds`; False if it ended or stayed silent.
+        End-of-file on the kill socket (the child's loop closed its end) sets `_loop_ended`."""
         acked = False
         with trio.move_on_after(seconds):
             async with trio.open_nursery() as n:
@@ -269,9 +290,12 @@ class SubintChild(Child):
                     nonlocal acked
                     await trio.lowlevel.wait_readable(self._kill)
                     try:
-                        acked = bool(self._kill.recv(64))
+                        answer = self._kill.recv(64)
                     except OSError:
                         pass
+                    else:
+                        acked = bool(answer)
+                        self._loop_ended = not answer
                     n.cancel_scope.cancel()
 
                 async def wait_gone() -> None:

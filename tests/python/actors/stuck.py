@@ -82,3 +82,21 @@ async def ignore_cancel_with_cleanup(ctx, path):
         with open(path, 'w') as f:  # noqa: ASYNC230 (a dying task: no await, nothing can interrupt it)
             f.write(type(exc).__name__)
         raise
+
+
+def block_exit_until(gate: int, path: str) -> None:
+    """Register an atexit callback that waits for a byte on the fd `gate`, then writes how it ended to `path`:
+    'clean', or the name of the exception that cut it short (an injected KeyboardInterrupt)."""
+    import atexit
+    import os
+
+    def wait_for_the_gate() -> None:
+        try:
+            os.read(gate, 1)
+            outcome = 'clean'
+        except BaseException as exc:
+            outcome = type(exc).__name__
+        with open(path, 'w') as f:
+            f.write(outcome)
+
+    atexit.register(wait_for_the_gate)
